@@ -1,0 +1,139 @@
+"""Standardized Max Logits (Jung et al., "Standardizing Max Logits: A Simple yet Effective Approach
+for Identifying Unexpected Road Obstacles in Urban-Scene Segmentation", ICCV 2021).
+
+Reference: github.com/shjung13/Standardized-max-logits (``calculate_statistics.py`` and
+``network/deepv3.py``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Iterable
+
+import torch
+from torch import Tensor
+
+from hazardseg.errors import DataError
+from hazardseg.scorers.base import Scorer, batch_logits
+from hazardseg.scorers.postprocess import BoundarySuppression, DilatedSmoothing
+
+_STATS = ("class_mean", "class_std", "class_count")
+
+
+class SML(Scorer):
+    """Anomaly score ``-(max_c l_c - mean[pred]) / std[pred]``, then optional post-processing.
+
+    ``fit`` estimates, for each class c, the mean and (unbiased, as the reference's ``Tensor.var``)
+    std of the max logit over training pixels whose *predicted* class is c. Every pixel counts (the
+    reference ignores ground truth), so a batch's ``mask`` is not used. Classes predicted fewer than
+    twice get mean 0 / std 1 (with a warning), i.e. they fall back to the plain max logit.
+
+    The standardized value is boundary-suppressed and dilated-smoothed (both on by default, as in the
+    paper), then negated so that higher = more anomalous.
+    """
+
+    requires_fit = True
+    name = "sml"
+
+    def __init__(
+        self,
+        boundary_suppression: bool = True,
+        dilated_smoothing: bool = True,
+        boundary_width: int = 4,
+        boundary_iteration: int = 4,
+        kernel_size: int = 7,
+        sigma: float = 1.0,
+        dilation: int = 6,
+    ) -> None:
+        super().__init__()
+        self.suppress = BoundarySuppression(boundary_width, boundary_iteration) if boundary_suppression else None
+        self.smooth = DilatedSmoothing(kernel_size, sigma, dilation) if dilated_smoothing else None
+        # Empty until fit/load: the number of classes is only known from the data.
+        self.register_buffer("class_mean", torch.empty(0))
+        self.register_buffer("class_std", torch.empty(0))
+        self.register_buffer("class_count", torch.empty(0, dtype=torch.long))
+
+    def _has_statistics(self) -> bool:
+        return self.class_mean.numel() > 0
+
+    @torch.no_grad()
+    def fit(self, outputs: Iterable[dict[str, Tensor]]) -> "SML":
+        count = total = total_sq = None
+        for batch in outputs:
+            logits = batch_logits(batch, self.name)
+            if count is None:
+                count, total, total_sq = _zeros(logits.shape[1], logits.device)
+            elif logits.shape[1] != count.numel():
+                raise DataError(
+                    "scorer 'sml'.fit: batches disagree on the number of classes "
+                    f"({count.numel()} vs {logits.shape[1]})"
+                )
+            _accumulate(logits, count, total, total_sq)
+        if count is None:
+            raise DataError("scorer 'sml'.fit: got no batches; fit needs the network's outputs on training images")
+        self._set_statistics(count, total, total_sq)
+        return self
+
+    def _set_statistics(self, count: Tensor, total: Tensor, total_sq: Tensor) -> None:
+        n = count.double()
+        mean = total / n.clamp_min(1)
+        # Unbiased variance from streamed sums; clamp tiny negative round-off.
+        var = ((total_sq - n * mean**2) / (n - 1).clamp_min(1)).clamp_min(0)
+        rare = count < 2
+        if rare.any():
+            warnings.warn(
+                f"scorer 'sml': classes {rare.nonzero().flatten().tolist()} were predicted on fewer than 2 training "
+                "pixels; using mean 0, std 1 for them",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        mean = torch.where(rare, torch.zeros_like(mean), mean)
+        std = torch.where(rare, torch.ones_like(var), var.sqrt()).clamp_min(1e-6)  # avoid /0 on constant logits
+        device = self.class_mean.device
+        self.class_mean = mean.float().to(device)
+        self.class_std = std.float().to(device)
+        self.class_count = count.to(device)
+
+    def score(self, logits: Tensor, features: Tensor | None) -> Tensor:
+        if logits.shape[1] != self.class_mean.numel():
+            raise DataError(
+                f"scorer 'sml': statistics were fitted for {self.class_mean.numel()} classes but logits have "
+                f"{logits.shape[1]}; refit or load matching statistics"
+            )
+        max_logit, pred = logits.max(dim=1)
+        mean, std = self.class_mean.to(logits.device), self.class_std.to(logits.device)
+        sml = (max_logit - mean[pred]) / std[pred]
+        if self.suppress is not None:
+            sml = self.suppress(sml, pred)
+        if self.smooth is not None:
+            sml = self.smooth(sml)
+        return -sml
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # Buffers start empty, so resize them to the saved shape before the default copy_.
+        for key in _STATS:
+            saved = state_dict.get(prefix + key)
+            if isinstance(saved, Tensor):
+                current = getattr(self, key)
+                setattr(self, key, torch.empty(saved.shape, dtype=current.dtype, device=current.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.class_mean.numel()}, fitted={self.is_fitted}"
+
+
+def _zeros(num_classes: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    long = torch.zeros(num_classes, dtype=torch.long, device=device)
+    f64 = torch.zeros(num_classes, dtype=torch.float64, device=device)
+    return long, f64, f64.clone()
+
+
+def _accumulate(logits: Tensor, count: Tensor, total: Tensor, total_sq: Tensor) -> None:
+    """Add one batch's per-predicted-class count, sum and sum of squares of the max logit (float64)."""
+    max_logit, pred = logits.max(dim=1)
+    pred, m = pred.flatten(), max_logit.flatten().double()
+    # index_add_ has a deterministic CUDA path (bincount with weights does not).
+    count.index_add_(0, pred, torch.ones_like(pred))
+    total.index_add_(0, pred, m)
+    total_sq.index_add_(0, pred, m * m)
+

@@ -1,0 +1,369 @@
+"""Scorers against their definitions, SML statistics/post-processing, persistence and Hydra configs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from hazardseg.errors import ConfigError, DataError, NotFittedError
+from hazardseg.scorers import MSP, SML, Energy, Entropy, MaxLogit, Scorer, build_scorers
+from hazardseg.scorers.postprocess import BoundarySuppression, DilatedSmoothing, find_boundaries
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+SCORER_CLASSES = {"msp": MSP, "maxlogit": MaxLogit, "entropy": Entropy, "energy": Energy, "sml": SML}
+
+# Two pixels (N=1, C=3, H=1, W=2): a peaked one (1, 2, 3) and a uniform one (0, 0, 0).
+LOGITS = torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]]).reshape(1, 3, 1, 2)
+
+
+def _softmax(v: list[float]) -> list[float]:
+    z = sum(math.exp(x) for x in v)
+    return [math.exp(x) / z for x in v]
+
+
+# ---------------------------------------------------------------- stateless scorers: formulas
+def test_msp_formula() -> None:
+    expected = [-max(_softmax([1, 2, 3])), -1 / 3]
+    assert MSP()(LOGITS).flatten().tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_maxlogit_formula() -> None:
+    assert MaxLogit()(LOGITS).flatten().tolist() == pytest.approx([-3.0, 0.0], abs=1e-6)
+
+
+def test_entropy_formula() -> None:
+    p = _softmax([1, 2, 3])
+    expected = [-sum(q * math.log(q) for q in p), math.log(3)]
+    assert Entropy()(LOGITS).flatten().tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_entropy_handles_minus_inf_logit() -> None:
+    logits = torch.tensor([0.0, 0.0, float("-inf")]).reshape(1, 3, 1, 1)
+    assert Entropy()(logits).item() == pytest.approx(math.log(2), abs=1e-6)
+
+
+@pytest.mark.parametrize("t", [1.0, 2.0, 0.5])
+def test_energy_formula(t: float) -> None:
+    expected = [-t * math.log(sum(math.exp(x / t) for x in [1, 2, 3])), -t * math.log(3)]
+    assert Energy(temperature=t)(LOGITS).flatten().tolist() == pytest.approx(expected, abs=1e-5)
+
+
+def test_energy_rejects_bad_temperature() -> None:
+    with pytest.raises(ConfigError, match="temperature"):
+        Energy(temperature=0.0)
+
+
+@pytest.mark.parametrize("cls", [MSP, MaxLogit, Entropy, Energy])
+def test_uniform_scores_higher_than_peaked(cls: type[Scorer]) -> None:
+    # Same scale: uniform (0,0,0) vs confident (10,0,0).
+    logits = torch.tensor([[0.0, 10.0], [0.0, 0.0], [0.0, 0.0]]).reshape(1, 3, 1, 2)
+    uniform, peaked = cls()(logits).flatten().tolist()
+    assert uniform > peaked
+
+
+@pytest.mark.parametrize("cls", [MSP, MaxLogit, Entropy, Energy])
+def test_output_shape_and_float32_from_half(cls: type[Scorer]) -> None:
+    logits = torch.randn(2, 4, 5, 6)
+    out = cls()(logits.to(torch.bfloat16))
+    assert out.shape == (2, 5, 6) and out.dtype == torch.float32
+    # Computed in fp32 from the bf16-rounded logits, not in bf16 arithmetic.
+    ref = cls()(logits.to(torch.bfloat16).float())
+    assert torch.allclose(out, ref, atol=1e-6)
+
+
+def test_stateless_scorers_are_fitted() -> None:
+    for cls in (MSP, MaxLogit, Entropy, Energy):
+        s = cls()
+        assert s.is_fitted and not s.requires_fit and s.fit([]) is s
+
+
+# ---------------------------------------------------------------- SML statistics
+def _batches(seed: int = 0, n: int = 3, classes: int = 4) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    bias = torch.linspace(0, 1, classes).reshape(1, classes, 1, 1)  # unequal class frequencies
+    return [torch.randn(2, classes, 5, 7, generator=g) * (1 + i) + bias for i in range(n)]
+
+
+def _direct_stats(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    m, pred = logits.double().max(dim=1)
+    classes = logits.shape[1]
+    mean = torch.stack([m[pred == c].mean() for c in range(classes)])
+    std = torch.stack([m[pred == c].std(unbiased=True) for c in range(classes)])
+    return mean.float(), std.float()
+
+
+def test_sml_fit_matches_direct_computation() -> None:
+    batches = _batches()
+    sml = SML().fit({"logits": b} for b in batches)  # a generator: fit must stream
+    mean, std = _direct_stats(torch.cat(batches))
+    assert torch.allclose(sml.class_mean, mean, atol=1e-5)
+    assert torch.allclose(sml.class_std, std, atol=1e-5)
+    assert sml.class_count.sum().item() == sum(b[:, 0].numel() for b in batches)
+
+
+def test_sml_streaming_equals_single_batch() -> None:
+    batches = _batches(seed=1)
+    streamed = SML().fit([{"logits": b} for b in batches])
+    single = SML().fit([{"logits": torch.cat(batches)}])
+    for key in ("class_mean", "class_std"):
+        assert torch.allclose(getattr(streamed, key), getattr(single, key), atol=1e-6)
+    assert torch.equal(streamed.class_count, single.class_count)
+
+
+def test_sml_fit_accepts_half_precision_and_extra_keys() -> None:
+    batches = _batches(seed=2)
+    sml = SML().fit({"logits": b.half(), "mask": torch.zeros(2, 5, 7, dtype=torch.long)} for b in batches)
+    mean, _ = _direct_stats(torch.cat([b.half().float() for b in batches]))
+    assert sml.class_mean.dtype == torch.float32 and torch.allclose(sml.class_mean, mean, atol=1e-5)
+
+
+def test_sml_unpredicted_class_warns_and_defaults() -> None:
+    logits = torch.randn(2, 4, 6, 6)
+    logits[:, 2] = -100.0  # class 2 never wins the argmax
+    with pytest.warns(RuntimeWarning, match=r"\[2\]"):
+        sml = SML().fit([{"logits": logits}])
+    assert sml.class_mean[2].item() == 0.0 and sml.class_std[2].item() == 1.0
+    assert sml.class_count[2].item() == 0
+
+
+def test_sml_fit_errors() -> None:
+    with pytest.raises(DataError, match="no batches"):
+        SML().fit([])
+    with pytest.raises(DataError, match="logits"):
+        SML().fit([{"features": torch.zeros(1, 2, 3, 3)}])
+    with pytest.raises(DataError, match="number of classes"):
+        SML().fit([{"logits": torch.randn(1, 3, 4, 4)}, {"logits": torch.randn(1, 5, 4, 4)}])
+
+
+def test_sml_not_fitted_error() -> None:
+    sml = SML()
+    assert sml.requires_fit and not sml.is_fitted
+    with pytest.raises(NotFittedError, match="scorer 'sml' has no fitted statistics: call fit()"):
+        sml(torch.randn(1, 3, 4, 4))
+    sml.fit([{"logits": torch.randn(2, 3, 8, 8)}])
+    assert sml.is_fitted and sml(torch.randn(1, 3, 4, 4)).shape == (1, 4, 4)
+
+
+def test_sml_class_count_mismatch_at_score_time() -> None:
+    sml = SML().fit([{"logits": torch.randn(2, 3, 8, 8)}])
+    with pytest.raises(DataError, match="3 classes"):
+        sml(torch.randn(1, 5, 4, 4))
+
+
+def test_sml_state_dict_roundtrip(tmp_path: Path) -> None:
+    sml = SML().fit([{"logits": b} for b in _batches(seed=3)])
+    path = tmp_path / "sml.pt"
+    torch.save(sml.state_dict(), path)
+    state = torch.load(path, weights_only=True)
+    assert set(state) == {"class_mean", "class_std", "class_count"}  # no post-processing kernels
+
+    fresh = SML()
+    with pytest.raises(NotFittedError):
+        fresh(torch.randn(1, 4, 6, 6))
+    fresh.load_state_dict(state)
+    for key in state:
+        assert torch.equal(getattr(fresh, key), getattr(sml, key))
+    x = torch.randn(2, 4, 9, 11)
+    assert fresh.is_fitted and torch.equal(fresh(x), sml(x))
+
+
+# ---------------------------------------------------------------- SML score and post-processing
+def test_sml_plain_score_formula() -> None:
+    sml = SML(boundary_suppression=False, dilated_smoothing=False)
+    sml.fit([{"logits": b} for b in _batches(seed=4)])
+    x = torch.randn(2, 4, 5, 6)
+    m, pred = x.max(dim=1)
+    expected = -(m - sml.class_mean[pred]) / sml.class_std[pred]
+    assert torch.allclose(sml(x), expected, atol=1e-6)
+    # Hand check on one pixel with known statistics.
+    sml.class_mean = torch.tensor([1.0, 2.0, 0.0, 0.0])
+    sml.class_std = torch.tensor([1.0, 4.0, 1.0, 1.0])
+    pixel = torch.tensor([0.0, 10.0, 1.0, 2.0]).reshape(1, 4, 1, 1)
+    assert sml(pixel).item() == pytest.approx(-(10.0 - 2.0) / 4.0)
+
+
+def test_sml_post_steps_are_switchable() -> None:
+    stats = [{"logits": b} for b in _batches(seed=5)]
+    x = torch.randn(1, 4, 12, 14)
+    plain = SML(False, False).fit(stats)
+    raw = -plain(x)  # standardized max logit
+    pred = x.argmax(1)
+    both = SML().fit(stats)(x)
+    only_bs = SML(True, False).fit(stats)(x)
+    only_ds = SML(False, True).fit(stats)(x)
+    assert torch.allclose(only_bs, -BoundarySuppression()(raw, pred), atol=1e-6)
+    assert torch.allclose(only_ds, -DilatedSmoothing()(raw), atol=1e-6)
+    assert torch.allclose(both, -DilatedSmoothing()(BoundarySuppression()(raw, pred)), atol=1e-6)
+    for out in (only_bs, only_ds, both):
+        assert not torch.allclose(out, -raw, atol=1e-3)
+
+
+def test_find_boundaries_geodesic_border() -> None:
+    pred = torch.tensor([[0, 0, 1, 1]] * 3).reshape(1, 1, 3, 4)
+    expected = torch.tensor([[0.0, 1.0, 1.0, 0.0]] * 3).reshape(1, 1, 3, 4)
+    # With zero padding instead of geodesic borders, class-1 pixels on the border would count too.
+    assert torch.equal(find_boundaries(pred), expected)
+
+
+@pytest.mark.parametrize("width,iters", [(1, 1), (4, 4)])
+def test_boundary_suppression_hand_example(width: int, iters: int) -> None:
+    # Vertical split between columns 1|2 -> boundary columns 1 and 2; each takes the mean of its
+    # non-boundary 3x3 neighbours: column 0 (value 1) and column 3 (value 3).
+    pred = torch.tensor([[0, 0, 1, 1]] * 3).unsqueeze(0)
+    values = torch.tensor([[1.0, 5.0, 7.0, 3.0]] * 3).unsqueeze(0)
+    out = BoundarySuppression(width, iters)(values, pred)
+    assert torch.equal(out, torch.tensor([[1.0, 1.0, 3.0, 3.0]] * 3).unsqueeze(0))
+
+
+def _slow_boundary_suppression(
+    x: list[list[float]], pred: list[list[int]], width: int, iters: int
+) -> list[list[float]]:
+    """Independent loop version of the reference algorithm (geodesic morphology, replicate padding)."""
+    h, w = len(x), len(x[0])
+    inside = lambda i, j: 0 <= i < h and 0 <= j < w  # noqa: E731
+    square = [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)]
+    cross = [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)]
+    boundary = set()
+    for i in range(h):
+        for j in range(w):
+            dil = max(pred[i + a][j + b] for a, b in cross if inside(i + a, j + b))
+            ero = min(pred[i + a][j + b] for a, b in square if inside(i + a, j + b))
+            if dil != ero:
+                boundary.add((i, j))
+    out = [row[:] for row in x]
+    diff = width // iters
+    for it in range(iters):
+        r = 0 if it == iters - 1 else width - diff * it - 1
+        near = lambda i, j: any(abs(i - p) + abs(j - q) <= r for p, q in boundary)  # noqa: E731
+        expanded = {(i, j) for i in range(h) for j in range(w) if near(i, j)}
+        prev = [row[:] for row in out]
+        for i, j in expanded:
+            vals = []
+            for a, b in square:
+                ii, jj = min(max(i + a, 0), h - 1), min(max(j + b, 0), w - 1)  # replicate padding
+                if (ii, jj) not in expanded:
+                    vals.append(prev[ii][jj])
+            if vals:
+                out[i][j] = sum(vals) / len(vals)
+    return out
+
+
+@pytest.mark.parametrize("width,iters", [(4, 4), (2, 2), (2, 1), (0, 1)])
+def test_boundary_suppression_matches_slow_reference(width: int, iters: int) -> None:
+    g = torch.Generator().manual_seed(width * 10 + iters)
+    pred = torch.zeros(8, 9, dtype=torch.long)
+    pred[2:6, 3:7] = 1  # interior square
+    pred[6:, :3] = 2  # corner region touching the image border
+    values = torch.randn(8, 9, generator=g)
+    out = BoundarySuppression(width, iters)(values[None], pred[None])[0]
+    expected = torch.tensor(_slow_boundary_suppression(values.tolist(), pred.tolist(), width, iters))
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert not torch.allclose(out, values)  # it did change something
+
+
+def test_boundary_suppression_batch_and_4d() -> None:
+    pred = torch.randint(0, 3, (3, 10, 10))
+    values = torch.randn(3, 10, 10)
+    bs = BoundarySuppression()
+    out3 = bs(values, pred)
+    out4 = bs(values[:, None], pred)
+    assert out4.shape == (3, 1, 10, 10) and torch.equal(out4[:, 0], out3)
+    assert torch.equal(out3[1], bs(values[1:2], pred[1:2])[0])  # samples are independent
+
+
+def test_boundary_suppression_config_validation() -> None:
+    with pytest.raises(ConfigError, match="multiple"):
+        BoundarySuppression(boundary_width=3, boundary_iteration=2)
+
+
+def test_dilated_smoothing_constant_map_is_constant() -> None:
+    x = torch.full((2, 6, 7), 3.5)  # smaller than the 37-pixel receptive field: replicate pad copes
+    out = DilatedSmoothing()(x)
+    assert out.shape == x.shape and torch.allclose(out, x, atol=1e-5)
+
+
+def test_dilated_smoothing_impulse_response() -> None:
+    x = torch.zeros(1, 41, 41)
+    x[0, 20, 20] = 1.0
+    out = DilatedSmoothing(kernel_size=7, sigma=1.0, dilation=6)(x)[0]
+    z = sum(math.exp(-(r**2) / 2) for r in range(-3, 4)) ** 2  # normaliser of the 7x7 Gaussian
+    assert out.sum().item() == pytest.approx(1.0, abs=1e-5)  # kernel sums to 1
+    assert out[20, 20].item() == pytest.approx(1 / z, abs=1e-6)
+    assert out[26, 20].item() == pytest.approx(math.exp(-0.5) / z, abs=1e-6)  # one dilated tap away
+    assert out[32, 26].item() == pytest.approx(math.exp(-2.5) / z, abs=1e-6)
+    assert out[21, 20].item() == 0.0 and out[23, 23].item() == 0.0  # holes between dilated taps
+
+
+def test_dilated_smoothing_config_validation() -> None:
+    with pytest.raises(ConfigError, match="odd"):
+        DilatedSmoothing(kernel_size=6)
+
+
+# ---------------------------------------------------------------- Hydra configs
+def _compose(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=None, overrides=overrides)
+
+
+def _run(scorers: dict[str, Scorer]) -> None:
+    logits = torch.randn(2, 5, 12, 12)
+    for scorer in scorers.values():
+        scorer.fit([{"logits": torch.randn(2, 5, 12, 12)}])
+        out = scorer(logits)
+        assert out.shape == (2, 12, 12) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", sorted(SCORER_CLASSES))
+def test_each_scorer_yaml_composes_and_builds(name: str) -> None:
+    cfg = _compose([f"+scorer={name}"])
+    assert list(cfg.scorer) == [name]
+    scorers = build_scorers(cfg.scorer)
+    assert type(scorers[name]) is SCORER_CLASSES[name]
+    _run(scorers)
+
+
+def test_yaml_exposes_knobs() -> None:
+    cfg = _compose(["+scorer=[energy,sml]", "scorer.energy.temperature=2.5", "scorer.sml.boundary_suppression=false"])
+    knobs = {"dilated_smoothing", "boundary_width", "boundary_iteration", "kernel_size", "sigma", "dilation"}
+    assert set(cfg.scorer.sml) >= knobs
+    scorers = build_scorers(cfg.scorer)
+    assert scorers["energy"].temperature == 2.5
+    assert scorers["sml"].suppress is None and scorers["sml"].smooth is not None
+
+
+def test_multiple_and_all_compose() -> None:
+    assert list(_compose(["+scorer=[msp,sml]"]).scorer) == ["msp", "sml"]
+    cfg = _compose(["+scorer=all"])
+    assert list(cfg.scorer) == ["msp", "maxlogit", "entropy", "energy", "sml"]
+    scorers = build_scorers(cfg.scorer)
+    assert {k: type(v) for k, v in scorers.items()} == SCORER_CLASSES
+    _run(scorers)
+
+
+def test_group_override_from_a_primary_config(tmp_path: Path) -> None:
+    # How the pipeline uses it: a primary config selecting scorer=msp, overridden on the command line.
+    primary = {"defaults": [{"scorer": "msp"}, "_self_"], "hydra": {"searchpath": [f"file://{CONF_DIR}"]}}
+    (tmp_path / "train.yaml").write_text(OmegaConf.to_yaml(primary))
+    with initialize_config_dir(config_dir=str(tmp_path), version_base="1.3"):
+        assert list(compose("train").scorer) == ["msp"]
+        assert list(compose("train", overrides=["scorer=[msp,sml]"]).scorer) == ["msp", "sml"]
+        assert len(compose("train", overrides=["scorer=all"]).scorer) == 5
+
+
+def test_build_scorers_errors() -> None:
+    assert build_scorers(None) == {}
+    with pytest.raises(ConfigError, match="nest each scorer"):
+        build_scorers({"_target_": "hazardseg.scorers.MSP"})
+    with pytest.raises(ConfigError, match="scorer.msp: expected a mapping"):
+        build_scorers({"msp": "hazardseg.scorers.MSP"})
+    with pytest.raises(ConfigError, match="scorer.bad"):
+        build_scorers({"bad": {"_target_": "hazardseg.scorers.DoesNotExist"}})
+    with pytest.raises(ConfigError, match="scorer.energy: .*temperature must be > 0"):
+        build_scorers(OmegaConf.create({"energy": {"_target_": "hazardseg.scorers.Energy", "temperature": -1}}))
+    with pytest.raises(ConfigError, match="not a Scorer"):
+        build_scorers({"id": {"_target_": "torch.nn.Identity"}})
