@@ -1,0 +1,61 @@
+"""Lightning callbacks and plugins that keep long runs safe: atomic checkpoints, a checkpoint on
+SIGTERM (SLURM pre-emption), and RNG state in checkpoints so a resumed run matches an uninterrupted one."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from hazardseg.io import atomic_path
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """torch.save to a temp file in the target folder, fsync, then ``os.replace``: a crash never
+    leaves a truncated ``last.ckpt`` for ``resume=auto`` to choke on."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+class RNGStateCheckpoint(L.Callback):
+    """Save/restore python, numpy and torch RNG states (as weights_only-safe types)."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        np_state = np.random.get_state()
+        checkpoint["hazardseg_rng"] = {
+            "python": list(random.getstate()[1]),
+            "python_pos": random.getstate()[2],
+            "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+            "numpy_pos": int(np_state[2]),
+            "torch": torch.get_rng_state(),
+        }
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        state = checkpoint.get("hazardseg_rng")
+        if not state:
+            return
+        random.setstate((3, tuple(state["python"]), state["python_pos"]))
+        np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+        torch.set_rng_state(state["torch"])
+
+
+class PreemptionCheckpoint(L.Callback):
+    """On SIGTERM (what SLURM sends before pre-emption), Lightning raises SIGTERMException inside the
+    loop; we write ``last.ckpt`` before the process exits so ``resume=auto`` can continue."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+            trainer.save_checkpoint(self.path)
+            print(f"[hazardseg] SIGTERM: saved {self.path}; re-run the same command to resume.", flush=True)

@@ -1,0 +1,47 @@
+"""Shared wrapper for the Hydra entry points: one-line errors, failed sweep jobs that don't stop the sweep."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig
+
+from hazardseg.errors import HazardsegError
+from hazardseg.io import atomic_write_json
+
+
+def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        results = task(cfg)
+    except (HazardsegError, Exception) as err:
+        user_error = isinstance(err, HazardsegError)
+        message = f"{type(err).__name__}: {err}" if not user_error else str(err)
+        if not user_error:
+            traceback.print_exc()
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        _write_failure(cfg, message)
+        if multirun:  # the sweep goes on; the sweep report marks this job failed
+            return None
+        sys.exit(2 if user_error else 1)
+    return _headline(results)
+
+
+def _write_failure(cfg: DictConfig, message: str) -> None:
+    try:
+        out = Path(cfg.paths.output_dir)
+    except Exception:  # config too broken to know where the run dir is
+        return
+    atomic_write_json(out / "results.json", {"status": "failed", "error": message, "task": cfg.get("task_name")})
+
+
+def _headline(results: dict[str, Any]) -> float | None:
+    """Return value for Hydra sweepers (e.g. Optuna): test mIoU."""
+    value = (results.get("metrics") or {}).get("test/miou")
+    return None if value is None else float(value)
