@@ -47,8 +47,9 @@ def check_download_possible(weights: str, encoder_name: str) -> None:
 def load_local_encoder_weights(encoder: nn.Module, path: str) -> None:
     """Load a state_dict file into an SMP encoder.
 
-    Accepts a plain encoder/backbone state_dict (e.g. torchvision's ``resnet50-*.pth``), optionally wrapped
-    in ``{"state_dict": ...}`` and/or prefixed with ``encoder.``; classifier keys (``fc.*``) are dropped.
+    Accepts a plain backbone state_dict (e.g. torchvision's ``resnet50-*.pth``; classifier keys ``fc.*``
+    are dropped), or any checkpoint whose keys contain ``encoder.`` (a hazardseg/Lightning ``.ckpt``, an
+    SMP model): its encoder part is loaded, e.g. to fine-tune on Pet from a Cityscapes-trained model.
     """
     file = Path(path).expanduser()
     if not file.is_file():
@@ -60,7 +61,8 @@ def load_local_encoder_weights(encoder: nn.Module, path: str) -> None:
     else:
         state = torch.load(file, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state)
-    state = {k.removeprefix("model.").removeprefix("net.").removeprefix("encoder."): v for k, v in state.items()}
+    if any("encoder." in k for k in state):  # a whole-model or Lightning checkpoint: keep its encoder part
+        state = {k.split("encoder.", 1)[1]: v for k, v in state.items() if "encoder." in k}
     state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.", "head."))}
     missing, unexpected = encoder.load_state_dict(state, strict=False)
     if unexpected or len(missing) > 0.1 * len(encoder.state_dict()):
