@@ -41,11 +41,15 @@ def compose_config(config_name: str, overrides: list[str], run_dir: Path, store:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)
         cfg.paths.model_store = str(store or run_dir.parent / "models")
+        cfg.paths.root_dir = str(run_dir.parent)
         cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.runtime.cwd = str(run_dir.parent)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):  # like @hydra.main: the task sees its config without the `hydra` node
+        del cfg["hydra"]
     run_dir.mkdir(parents=True, exist_ok=True)
     return cfg
 

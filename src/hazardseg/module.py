@@ -111,13 +111,13 @@ class Segmenter(L.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict:
-        from hydra.utils import instantiate
+        from hazardseg.config import instantiate
 
         cfg = self.optim_cfg
-        optimizer = instantiate(cfg["optimizer"])(self._param_groups(cfg))
+        optimizer = instantiate(cfg["optimizer"], key="optim.optimizer")(self._param_groups(cfg))
         result: dict[str, Any] = {"optimizer": optimizer}
         if cfg.get("scheduler") is not None:
-            scheduler = instantiate(cfg["scheduler"])(optimizer)
+            scheduler = instantiate(cfg["scheduler"], key="optim.scheduler")(optimizer)
             result["lr_scheduler"] = {
                 "scheduler": scheduler,
                 "monitor": cfg.get("monitor", "val/miou"),

@@ -10,9 +10,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from hazardseg.config import instantiate
 from hazardseg.callbacks import AtomicCheckpointIO, PreemptionCheckpoint, RNGStateCheckpoint
 from hazardseg.errors import ConfigError
 from hazardseg.io import atomic_torch_save, atomic_write_json, atomic_write_text
@@ -30,8 +30,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
-    datamodule = instantiate(cfg.data)
-    loss = instantiate(cfg.loss)
+    datamodule = instantiate(cfg.data, key="data")
+    loss = instantiate(cfg.loss, key="loss")
     train_cfg = training_config(cfg)
     entry = ModelEntry(cfg.paths.model_store, config_hash(train_cfg))
     meta = {"config": train_cfg, "train_hash": entry.hash}
@@ -71,10 +71,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     meta = read_checkpoint_meta(ckpt)
     train_cfg = OmegaConf.create(meta["config"])
     data_cfg = OmegaConf.merge(train_cfg.data, cfg.get("data") or {})
-    datamodule = instantiate(data_cfg)
+    datamodule = instantiate(data_cfg, key="data")
     module = Segmenter(
         net=build_net(train_cfg.model, with_aux=False),
-        loss=instantiate(train_cfg.loss),
+        loss=instantiate(train_cfg.loss, key="loss"),
         optim=OmegaConf.to_container(train_cfg.optim, resolve=True),
         scorers=build_scorers(cfg.get("scorer")),
         checkpoint_meta=meta,
@@ -160,7 +160,7 @@ def build_trainer(trainer_cfg: DictConfig, loggers: list, callbacks: list, ckpt_
     if trainer_cfg.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar(leave=True))
     return instantiate(
-        trainer_cfg, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+        trainer_cfg, key="trainer", logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
         enable_checkpointing=ckpt_dir is not None, default_root_dir=str(ckpt_dir or "."),
     )
 
@@ -233,7 +233,7 @@ def _training_outputs(module: Segmenter, datamodule, device, max_batches: int | 
 def build_net(model_cfg: DictConfig, with_aux: bool) -> torch.nn.Module:
     """Instantiate the network; the aux head exists only when the loss uses it."""
     overrides = {} if with_aux else {"aux_stage": None}
-    return instantiate(model_cfg, **overrides)
+    return instantiate(model_cfg, key="model", **overrides)
 
 
 def dataset_info(datamodule) -> dict[str, Any]:

@@ -64,8 +64,16 @@ def load_local_encoder_weights(encoder: nn.Module, path: str) -> None:
     if any("encoder." in k for k in state):  # a whole-model or Lightning checkpoint: keep its encoder part
         state = {k.split("encoder.", 1)[1]: v for k, v in state.items() if "encoder." in k}
     state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.", "head."))}
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
-    if unexpected or len(missing) > 0.1 * len(encoder.state_dict()):
+    own = encoder.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if not unexpected and len(missing) <= 0.1 * len(own):
+        own.update(state)
+        try:
+            encoder.load_state_dict(own)
+        except RuntimeError as err:  # same names, other shapes: another encoder size
+            unexpected = [str(err).splitlines()[-1].strip()]
+    if unexpected or len(missing) > 0.1 * len(own):
         raise ConfigError(
             f"model.encoder_weights={path}: does not match encoder "
             f"({len(missing)} missing, {len(unexpected)} unexpected keys, e.g. {(missing or unexpected)[:3]}). "

@@ -1,0 +1,114 @@
+"""End-to-end: train / eval through the real configs on tiny synthetic StreetHazards."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from conftest import TINY_DATA, TINY_TRAIN
+from hazardseg.errors import ConfigError
+from hazardseg.pipeline import build_net, evaluate, train
+
+ANOMALY = ["test/msp/aupr", "test/msp/auroc", "test/msp/fpr95"]
+
+
+def test_fast_dev_run_train(make_cfg, tmp_path):
+    cfg = make_cfg(TINY_DATA + ["trainer=debug", "logger=none", "scorer=[msp,maxlogit]"])
+    results = train(cfg)
+    assert results["status"] == "completed"
+    metrics = results["metrics"]
+    for key in ANOMALY + ["test/maxlogit/auroc", "test/miou", "test/pixel_acc"]:
+        assert key in metrics and 0.0 <= metrics[key] <= 1.0, key
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["status"] == "completed" and saved["metrics"]["test/miou"] == metrics["test/miou"]
+    assert [row["scorer"] for row in saved["scorers"]] == ["msp", "maxlogit"]
+    assert (tmp_path / "run" / "scorers.csv").read_text().startswith("scorer,aupr,auroc,fpr95")
+
+
+def test_train_then_eval_reproduces_test_metrics(make_cfg):
+    train_results = train(make_cfg(TINY_DATA + TINY_TRAIN + ["scorer=[msp,sml]"], run="train"))
+    ckpt = train_results["checkpoint"]
+    assert ckpt.endswith("best.ckpt") and not train_results["reused_checkpoint"]
+    eval_cfg = make_cfg(["scorer=[msp,sml]", "logger=none", "trainer.enable_progress_bar=false",
+                         "eval.fit_batches=2", f"ckpt_path={ckpt}"], config_name="eval", run="eval")
+    eval_results = evaluate(eval_cfg)
+    for key in ["test/miou", "test/msp/aupr", "test/sml/aupr", "test/sml/fpr95", "test/msp/per_image/auroc"]:
+        assert eval_results["metrics"][key] == pytest.approx(train_results["metrics"][key], abs=1e-6), key
+
+
+def test_scorer_change_reuses_trained_model(make_cfg, capsys):
+    first = train(make_cfg(TINY_DATA + TINY_TRAIN + ["scorer=msp"], run="a"))
+    ckpt = first["checkpoint"]
+    mtime = __import__("os").path.getmtime(ckpt)
+    second = train(make_cfg(TINY_DATA + TINY_TRAIN + ["scorer=energy"], run="b"))
+    assert second["reused_checkpoint"] is True and second["checkpoint"] == ckpt
+    assert second["train_hash"] == first["train_hash"]
+    assert __import__("os").path.getmtime(ckpt) == mtime  # nothing was retrained or rewritten
+    assert "reusing trained model" in capsys.readouterr().out
+    assert second["metrics"]["test/miou"] == pytest.approx(first["metrics"]["test/miou"], abs=1e-6)
+    forced = train(make_cfg(TINY_DATA + TINY_TRAIN + ["scorer=energy", "reuse=false"], run="c"))
+    assert forced["reused_checkpoint"] is False
+    changed = train(make_cfg(TINY_DATA + TINY_TRAIN + ["optim.optimizer.lr=1e-3"], run="d"))
+    assert changed["train_hash"] != first["train_hash"] and changed["reused_checkpoint"] is False
+
+
+def test_aux_head_changes_training_loss_and_is_absent_at_inference(make_cfg):
+    from hydra.utils import instantiate
+
+    cfg = make_cfg(["loss=ce+aux", "model.decoder_channels=32"])
+    loss = instantiate(cfg.loss)
+    assert loss.uses_aux and loss.aux_weight == pytest.approx(0.4)
+    torch.manual_seed(0)
+    net = build_net(cfg.model, with_aux=True)
+    image, target = torch.randn(2, 3, 64, 112), torch.randint(0, 13, (2, 64, 112))
+    net.train()
+    out = net(image)
+    terms = loss(out, target)
+    assert "aux_logits" in out and out["aux_logits"].shape == out["logits"].shape
+    assert terms["loss"].item() == pytest.approx(terms["main"].item() + 0.4 * terms["aux"].item(), rel=1e-5)
+    assert terms["loss"].item() != pytest.approx(terms["main"].item())
+    net.eval()
+    assert "aux_logits" not in net(image)
+    plain = build_net(make_cfg(["loss=ce"]).model, with_aux=False)
+    assert plain.aux_head is None and not any("aux_head" in k for k in plain.state_dict())
+
+
+def test_offline_imagenet_weights_fail_fast_with_fix(make_cfg, monkeypatch):
+    import hazardseg.models.weights as weights
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(weights, "hub_reachable", lambda *a, **k: False)
+    cfg = make_cfg(["model.encoder_weights=imagenet"])
+    start = time.time()
+    with pytest.raises(ConfigError) as err:
+        build_net(cfg.model, with_aux=False)
+    assert time.time() - start < 5
+    message = str(err.value)
+    assert "model.encoder_weights=imagenet" in message and "encoder_weights=null" in message and ".pth" in message
+
+
+def test_hub_probe_is_bounded():
+    from hazardseg.models.weights import hub_reachable
+
+    start = time.time()
+    hub_reachable(timeout=1.0)
+    assert time.time() - start < 5
+
+
+def test_local_encoder_weights_file(make_cfg, tmp_path):
+    cfg = make_cfg(["model.decoder_channels=32"])
+    source = build_net(cfg.model, with_aux=False)
+    path = tmp_path / "resnet18_encoder.pth"
+    state = {f"{k}": v for k, v in source.encoder.state_dict().items()}
+    state["fc.weight"] = torch.zeros(1000, 512)  # torchvision-style classifier keys are ignored
+    torch.save(state, path)
+    cfg.model.encoder_weights = str(path)
+    loaded = build_net(cfg.model, with_aux=False)
+    for key, value in source.encoder.state_dict().items():
+        assert torch.equal(loaded.encoder.state_dict()[key], value), key
+    cfg.model.encoder_weights = str(tmp_path / "missing.pth")
+    with pytest.raises(ConfigError, match="missing.pth"):
+        build_net(cfg.model, with_aux=False)
