@@ -1,0 +1,21 @@
+"""Datasets and Lightning datamodules (all subclasses of :class:`SegmentationDataModule`).
+
+Batches: ``{"image": float32 (B,3,H,W) ImageNet-normalized, "mask": int64 (B,H,W), "name": list[str]}``.
+"""
+
+from hazardseg.data.base import Item, SegDataLoader, SegmentationDataModule, SegmentationDataset, collate
+from hazardseg.data.cityscapes import CityscapesDataModule, CityscapesDataset, label_ids_to_train_ids
+from hazardseg.data.pet import PetDataModule, PetDataset
+from hazardseg.data.stats import class_distribution, format_distribution, split_distribution
+from hazardseg.data.streethazards import StreetHazardsDataModule, StreetHazardsDataset, read_odgt
+from hazardseg.data.synthetic import SyntheticStreetHazardsDataModule, ensure_synthetic, generate_streethazards
+from hazardseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform, build_train_transform, denormalize
+from hazardseg.data.voc import VOCDataModule, VOCDataset, voc_palette
+
+__all__ = [
+    "IMAGENET_MEAN", "IMAGENET_STD", "CityscapesDataModule", "CityscapesDataset", "Item", "PetDataModule",
+    "PetDataset", "SegDataLoader", "SegmentationDataModule", "SegmentationDataset", "StreetHazardsDataModule",
+    "StreetHazardsDataset", "SyntheticStreetHazardsDataModule", "VOCDataModule", "VOCDataset", "build_eval_transform",
+    "build_train_transform", "class_distribution", "collate", "denormalize", "ensure_synthetic", "format_distribution",
+    "generate_streethazards", "label_ids_to_train_ids", "read_odgt", "split_distribution", "voc_palette",
+]  # fmt: skip

@@ -1,0 +1,509 @@
+"""Synthetic StreetHazards: a deterministic generator writing the EXACT release format, plus its datamodule.
+
+The generated tree is byte-identical for the same parameters and seed, and is loaded through exactly the
+same :class:`~hazardseg.data.streethazards.StreetHazardsDataset` code path as the real data::
+
+    <root>/train/train.odgt  <root>/train/validation.odgt  <root>/test/test.odgt   (one JSON array each)
+    <root>/train/images/training/t1-3/<i>.png      RGBA, alpha 255
+    <root>/train/annotations/training/t1-3/<i>.png mode L, values 1..14 (14 = anomaly, test only)
+    <root>/train/images/validation/t4/<i>.png ...
+    <root>/test/images/test/t5/<i>.png, t6/<i>.png (global ids like the release)
+    <root>/synthetic.json  (generator version + parameters; written last: marks a complete dataset)
+
+Scenes are road scenes in perspective: sky (unlabeled) above a varying horizon, building / wall /
+vegetation / fence facades along both sides, sidewalks, the road with dashed centre line and edge lines,
+poles with traffic signs, cars, pedestrians and "other" clutter (bins, boxes, benches), with per-class
+colour distributions, textures, per-instance colour variation, per-image lighting / tint and pixel
+noise. Test images additionally get 1-3 *anomalies* on the road or sidewalk whose shapes and
+appearances never occur in train/val (irregular blobs, four-legged animal silhouettes, checkered /
+striped polygons in saturated colours), labelled 14.
+
+Generation is atomic and safe under concurrency: a ``fcntl`` lock on ``<root>.lock`` serialises
+generators; each writes into a temporary folder next to the target and ``os.rename``s it into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from hazardseg.data.streethazards import StreetHazardsDataModule
+from hazardseg.errors import ConfigError, DataError
+
+GENERATOR_VERSION = 1
+DEFAULTS = {"n_train": 200, "n_val": 40, "n_test": 40, "width": 320, "height": 180, "seed": 0}
+
+# raw StreetHazards label values (1..14)
+UNLABELED, BUILDING, FENCE, OTHER, PEDESTRIAN, POLE, ROAD_LINE, ROAD, SIDEWALK, VEGETATION, CAR, WALL, SIGN, ANOMALY = range(1, 15)
+
+
+# --------------------------------------------------------------------------------------------
+# scene rendering
+# --------------------------------------------------------------------------------------------
+class _Canvas:
+    def __init__(self, rng: np.random.Generator, h: int, w: int):
+        self.rng, self.h, self.w = rng, h, w
+        self.lab = np.full((h, w), UNLABELED, np.uint8)
+        self.img = np.zeros((h, w, 3), np.float32)
+        self.yy, self.xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        self.hi = rng.standard_normal((h, w, 1), dtype=np.float32)  # fine grain (per pixel)
+        self.lo = self._smooth_noise(8)  # blotchy low-frequency texture
+        self.mid = self._smooth_noise(3)
+
+    def _smooth_noise(self, cell: int) -> np.ndarray:
+        gh, gw = self.h // cell + 2, self.w // cell + 2
+        g = self.rng.standard_normal((gh, gw)).astype(np.float32)
+        im = Image.fromarray(g).resize((gw * cell, gh * cell), Image.BILINEAR)
+        return np.asarray(im)[: self.h, : self.w, None].copy()
+
+    def paint(self, m: np.ndarray, label: int, color: Sequence[float], hi: float = 6.0, lo: float = 0.0, mid: float = 0.0,
+              shade: np.ndarray | None = None) -> None:  # fmt: skip
+        if not m.any():
+            return
+        col = np.asarray(color, np.float32)
+        pix = col + hi * self.hi[m]
+        if lo:
+            pix = pix + lo * self.lo[m]
+        if mid:
+            pix = pix + mid * self.mid[m]
+        if shade is not None:
+            pix = pix * shade[m][:, None]
+        self.img[m] = pix
+        self.lab[m] = label
+
+    def box(self, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+        m = np.zeros((self.h, self.w), bool)
+        a, b = max(0, int(round(y0))), min(self.h, int(round(y1)))
+        c, d = max(0, int(round(x0))), min(self.w, int(round(x1)))
+        if b > a and d > c:
+            m[a:b, c:d] = True
+        return m
+
+    def ellipse(self, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
+        rx, ry = max(rx, 0.5), max(ry, 0.5)
+        return ((self.xx - cx) / rx) ** 2 + ((self.yy - cy) / ry) ** 2 <= 1.0
+
+    def polygon(self, pts: Sequence[tuple[float, float]]) -> np.ndarray:
+        im = Image.new("L", (self.w, self.h), 0)
+        ImageDraw.Draw(im).polygon([(float(x), float(y)) for x, y in pts], fill=1)
+        return np.asarray(im, dtype=bool)
+
+
+def _jitter(rng: np.random.Generator, base: Sequence[float], std: float) -> np.ndarray:
+    return np.clip(np.asarray(base, np.float32) + rng.normal(0, std, 3).astype(np.float32), 0, 255)
+
+
+BUILDING_COLORS = [(150, 120, 100), (175, 160, 135), (120, 115, 115), (160, 95, 80), (195, 185, 165)]
+CAR_COLORS = [(170, 30, 30), (30, 50, 140), (225, 225, 225), (25, 25, 28), (160, 162, 168), (40, 90, 50), (120, 100, 70)]
+CLOTHES = [(40, 40, 60), (140, 30, 30), (30, 70, 130), (90, 90, 90), (200, 200, 190), (60, 90, 40), (110, 70, 40)]
+OTHER_COLORS = [(70, 85, 70), (110, 90, 60), (95, 100, 110), (60, 60, 60), (130, 120, 100)]
+SIGN_COLORS = [(200, 35, 35), (35, 70, 190), (225, 190, 35)]
+ANOMALY_COLORS = [(235, 40, 210), (40, 230, 230), (170, 240, 20), (255, 130, 0), (140, 40, 230), (250, 250, 60)]
+
+
+def render_scene(rng: np.random.Generator, w: int, h: int, anomalies: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Render one scene: (H,W,3) uint8 RGB image and (H,W) uint8 raw labels (1..14)."""
+    cv = _Canvas(rng, h, w)
+    yy, xx = cv.yy, cv.xx
+    yh = h * rng.uniform(0.36, 0.5)  # horizon
+    xv = w * rng.uniform(0.38, 0.62)  # vanishing point
+    depth = np.maximum(yy - yh, 0.0)  # 0 at the horizon
+    dx = xx - xv
+    adx = np.abs(dx)
+    k_road = w * rng.uniform(0.32, 0.55) / (h - yh)
+    k_side = k_road * rng.uniform(1.3, 1.75)
+
+    # sky: vertical gradient, brighter to the horizon
+    sky_top = _jitter(rng, (95, 135, 200), 20)
+    sky_hor = _jitter(rng, (190, 200, 215), 15)
+    t = np.clip(yy / max(yh, 1), 0, 1)[..., None]
+    cv.img[:] = sky_top * (1 - t) + sky_hor * t + 3 * cv.hi
+    if rng.random() < 0.5:  # clouds
+        cloud = (cv.lo[..., 0] > 0.8) & (yy < yh)
+        cv.img[cloud] = cv.img[cloud] * 0.5 + 115
+
+    # facades along both sides: back layer (building / vegetation / open), then low walls / fences in front
+    outside = adx > k_side * depth
+    for side in (-1, 1):
+        colmask = (dx * side) > 0
+        pos = 0.0
+        while pos < w:
+            seg = rng.uniform(0.08, 0.35) * w * (0.4 + pos / w)
+            a, b = pos, pos + seg
+            pos = b
+            in_seg = colmask & (adx >= a) & (adx < b)
+            kind = rng.choice(3, p=[0.6, 0.3, 0.1])
+            if kind == 0:  # building
+                ktop = rng.uniform(0.25, 1.2)
+                roof = yh - ktop * adx
+                m = in_seg & outside & (yy > roof)
+                base = _jitter(rng, BUILDING_COLORS[rng.integers(len(BUILDING_COLORS))], 18)
+                cv.paint(m, BUILDING, base, hi=5, lo=6)
+                # windows: darker / bluish grid (still "building")
+                px, py = rng.uniform(5, 11) * w / 320, rng.uniform(6, 12) * h / 180
+                win = m & ((xx % px) < px * 0.5) & ((yy % py) < py * 0.55) & (yy > roof + py)
+                cv.paint(win, BUILDING, base * rng.uniform(0.35, 0.6) + np.float32([0, 5, 20]), hi=4)
+            elif kind == 1:  # trees / hedges: noisy crown
+                ktop = rng.uniform(0.15, 0.6)
+                roof = yh - ktop * adx - 6 * (h / 180) * cv.mid[..., 0] - 3 * cv.lo[..., 0]
+                m = in_seg & outside & (yy > roof)
+                cv.paint(m, VEGETATION, _jitter(rng, (65, 115, 45), 15), hi=12, mid=14)
+            else:  # open: ground visible as grass/terrain below horizon
+                m = in_seg & outside & (yy > yh)
+                cv.paint(m, VEGETATION, _jitter(rng, (95, 130, 60), 12), hi=8, lo=10)
+            if rng.random() < 0.35:  # low wall or fence in front
+                kfront = rng.uniform(0.05, 0.18)
+                m = in_seg & outside & (yy > yh - kfront * adx)
+                if rng.random() < 0.5:
+                    wall_col = _jitter(rng, (165, 158, 148), 15)
+                    cv.paint(m, WALL, wall_col, hi=4, lo=4)
+                    bh = max(2.0, 4 * h / 180)
+                    cv.paint(m & ((yy % bh) < 0.8), WALL, wall_col * 0.8, hi=3)  # brick courses
+                else:
+                    pitch = max(2.0, rng.uniform(3, 7) * w / 320)
+                    lattice = m & (((xx % pitch) < pitch * 0.35) | ((yy % (pitch * 1.5)) < pitch * 0.3))
+                    cv.paint(lattice, FENCE, _jitter(rng, (125, 95, 65), 18), hi=6)
+
+    # ground below horizon in the corridor: sidewalk, road, lines
+    below = yy > yh
+    side_m = below & ~outside & (adx > k_road * depth)
+    side_col = _jitter(rng, (150, 146, 140), 12)
+    cv.paint(side_m, SIDEWALK, side_col, hi=6, lo=4)
+    tile = max(3.0, rng.uniform(6, 12) * w / 320)
+    cv.paint(side_m & (((xx % tile) < 0.9) | ((yy % (tile * 0.6)) < 0.9)), SIDEWALK, side_col * 0.82, hi=4)
+    road_m = below & (adx <= k_road * depth)
+    cv.paint(road_m, ROAD, _jitter(rng, (92, 92, 98), 10), hi=7, lo=6)
+    # lines: dashed centre + solid edges, width grows with depth
+    lw = np.maximum(0.018 * k_road * depth, 0.45)
+    line_col = (228, 228, 218) if rng.random() < 0.7 else (222, 190, 60)
+    centre_off = rng.uniform(-0.15, 0.15)
+    dash = np.sin(np.log1p(depth) * rng.uniform(9, 14) + rng.uniform(0, 6.28)) > 0
+    centre = road_m & (np.abs(dx - centre_off * k_road * depth) < lw) & dash & (depth > 1.5)
+    edges = road_m & (np.abs(adx - 0.93 * k_road * depth) < lw) & (depth > 1.5)
+    cv.paint(centre | edges, ROAD_LINE, _jitter(rng, line_col, 8), hi=5)
+
+    # objects, painted far to near
+    objs: list[tuple[float, str, float]] = []
+    for _ in range(rng.integers(1, 5)):
+        objs.append((rng.uniform(0.12, 1.0), "car", rng.uniform(-0.75, 0.75)))
+    for _ in range(rng.integers(0, 5)):
+        objs.append((rng.uniform(0.12, 1.0), "ped", rng.uniform(1.08, 0.95 * k_side / k_road) * rng.choice([-1, 1])))
+    for _ in range(rng.integers(1, 5)):
+        objs.append((rng.uniform(0.1, 1.0), "pole", rng.uniform(1.05, 0.97 * k_side / k_road) * rng.choice([-1, 1])))
+    for _ in range(rng.integers(0, 4)):
+        objs.append((rng.uniform(0.12, 1.0), "other", rng.uniform(1.1, 0.97 * k_side / k_road) * rng.choice([-1, 1])))
+    if anomalies:
+        for _ in range(rng.integers(1, 4)):
+            u = rng.uniform(-0.7, 0.7) if rng.random() < 0.8 else rng.uniform(1.1, 1.3) * rng.choice([-1, 1])
+            objs.append((rng.uniform(0.3, 1.0), "anomaly", u))
+    objs.sort(key=lambda o: o[0])
+    for tdepth, kind, u in objs:
+        d = tdepth * (h - yh)
+        yg = yh + d  # ground contact row
+        xg = xv + u * k_road * d
+        mpp = k_road * d / 5.0  # pixels per metre (road half width ~ 5 m)
+        _draw_object(cv, rng, kind, xg, yg, mpp)
+
+    # lighting: global brightness, colour tint, lateral shading; then pixel noise
+    light = rng.uniform(0.65, 1.25)
+    tint = 1 + rng.normal(0, 0.06, 3).astype(np.float32)
+    grad = 1 + rng.uniform(-0.2, 0.2) * (xx / w - 0.5)[..., None]
+    out = cv.img * light * tint * grad + rng.normal(0, 2.5, (h, w, 3)).astype(np.float32)
+    return np.clip(out, 0, 255).astype(np.uint8), cv.lab
+
+
+def _draw_object(cv: _Canvas, rng: np.random.Generator, kind: str, xg: float, yg: float, m: float) -> None:
+    h = cv.h
+    if kind == "car":  # rear view: body, cabin with window, wheels, tail lights
+        cw, ch = 1.8 * m * rng.uniform(0.9, 1.15), 1.45 * m * rng.uniform(0.9, 1.15)
+        col = _jitter(rng, CAR_COLORS[rng.integers(len(CAR_COLORS))], 12)
+        x0, x1, y1 = xg - cw / 2, xg + cw / 2, yg
+        body = cv.box(x0, y1 - 0.6 * ch, x1, y1 - 0.12 * ch)
+        cabin = cv.polygon([(x0 + 0.12 * cw, y1 - 0.6 * ch), (x1 - 0.12 * cw, y1 - 0.6 * ch),
+                            (x1 - 0.22 * cw, y1 - ch), (x0 + 0.22 * cw, y1 - ch)])  # fmt: skip
+        cv.paint(body | cabin, CAR, col, hi=5, mid=4)
+        cv.paint(cv.box(x0 + 0.2 * cw, y1 - 0.92 * ch, x1 - 0.2 * cw, y1 - 0.64 * ch), CAR, (45, 55, 70), hi=5)
+        for wx in (x0 + 0.05 * cw, x1 - 0.25 * cw):
+            cv.paint(cv.box(wx, y1 - 0.15 * ch, wx + 0.2 * cw, y1), CAR, (20, 20, 20), hi=3)
+        for lx in (x0 + 0.03 * cw, x1 - 0.15 * cw):
+            cv.paint(cv.box(lx, y1 - 0.5 * ch, lx + 0.12 * cw, y1 - 0.4 * ch), CAR, (200, 30, 25), hi=4)
+    elif kind == "ped":
+        ph = 1.75 * m * rng.uniform(0.85, 1.1)
+        pw = 0.45 * m
+        top = yg - ph
+        head = cv.ellipse(xg, top + 0.07 * ph, 0.35 * pw, 0.07 * ph)
+        torso = cv.box(xg - pw / 2, top + 0.13 * ph, xg + pw / 2, top + 0.55 * ph)
+        sep = rng.uniform(0.0, 0.25) * pw
+        legs = cv.box(xg - pw / 2 + sep * 0.2, top + 0.55 * ph, xg - 0.05 * pw, yg) | cv.box(xg + 0.05 * pw + sep, top + 0.55 * ph, xg + pw / 2 + sep, yg)
+        cv.paint(torso, PEDESTRIAN, _jitter(rng, CLOTHES[rng.integers(len(CLOTHES))], 15), hi=6)
+        cv.paint(legs, PEDESTRIAN, _jitter(rng, CLOTHES[rng.integers(len(CLOTHES))], 15), hi=6)
+        cv.paint(head, PEDESTRIAN, _jitter(rng, (190, 150, 120), 25), hi=5)
+    elif kind == "pole":
+        ph = rng.uniform(4.5, 7.0) * m
+        pw = max(0.8, 0.14 * m)
+        cv.paint(cv.box(xg - pw / 2, yg - ph, xg + pw / 2, yg), POLE, _jitter(rng, (95, 95, 100), 20), hi=5)
+        if rng.random() < 0.6:  # traffic sign on top: disc, triangle or rectangle
+            s = rng.uniform(0.5, 0.8) * m
+            cy = yg - ph + s * 0.6
+            shape = rng.integers(3)
+            if shape == 0:
+                sm = cv.ellipse(xg, cy, s / 2, s / 2)
+            elif shape == 1:
+                sm = cv.polygon([(xg - s / 2, cy - s / 2), (xg + s / 2, cy - s / 2), (xg, cy + s / 2)])
+            else:
+                sm = cv.box(xg - s / 2, cy - s / 3, xg + s / 2, cy + s / 3)
+            col = _jitter(rng, SIGN_COLORS[rng.integers(len(SIGN_COLORS))], 15)
+            cv.paint(sm, SIGN, col, hi=5)
+            inner = sm & cv.ellipse(xg, cy, s / 4, s / 4)
+            cv.paint(inner, SIGN, (230, 230, 230) if rng.random() < 0.5 else col * 0.6, hi=4)
+    elif kind == "other":  # bins, boxes, benches in muted colours
+        col = _jitter(rng, OTHER_COLORS[rng.integers(len(OTHER_COLORS))], 12)
+        sub = rng.integers(3)
+        if sub == 0:  # bin
+            bw, bh = 0.6 * m, 1.0 * m
+            cv.paint(cv.box(xg - bw / 2, yg - bh, xg + bw / 2, yg), OTHER, col, hi=4, lo=3)
+            cv.paint(cv.box(xg - bw * 0.6, yg - bh * 1.08, xg + bw * 0.6, yg - bh * 0.92), OTHER, col * 0.7, hi=4)
+        elif sub == 1:  # stacked boxes
+            bw = rng.uniform(0.5, 1.0) * m
+            cv.paint(cv.box(xg - bw / 2, yg - bw, xg + bw / 2, yg), OTHER, col, hi=5)
+            cv.paint(cv.box(xg - bw / 3, yg - 1.6 * bw, xg + bw / 3, yg - bw), OTHER, col * 0.85, hi=5)
+        else:  # bench
+            bw, bh = 1.6 * m, 0.5 * m
+            cv.paint(cv.box(xg - bw / 2, yg - bh, xg + bw / 2, yg - 0.7 * bh), OTHER, col, hi=4)
+            for lx in (xg - bw / 2, xg + bw / 2 - 0.1 * m):
+                cv.paint(cv.box(lx, yg - 0.7 * bh, lx + max(0.6, 0.1 * m), yg), OTHER, col * 0.6, hi=3)
+    elif kind == "anomaly":
+        size = rng.uniform(0.8, 2.4) * m
+        sub = rng.integers(3)
+        if sub == 0:  # irregular blob
+            n = 24
+            ang = np.linspace(0, 2 * np.pi, n, endpoint=False)
+            r = np.ones(n)
+            for k in (2, 3, 5):
+                r += rng.uniform(0.05, 0.25) * np.sin(k * ang + rng.uniform(0, 6.28))
+            cy = yg - size * 0.5
+            mask = cv.polygon([(xg + size * 0.6 * ri * np.cos(a), cy + size * 0.5 * ri * np.sin(a)) for a, ri in zip(ang, r)])
+        elif sub == 1:  # four-legged animal silhouette
+            bl, bh = size, size * 0.4
+            y_body = yg - bh * 1.3
+            sgn = rng.choice([-1, 1])
+            mask = cv.ellipse(xg, y_body, bl / 2, bh / 2)
+            mask |= cv.ellipse(xg + sgn * bl * 0.55, y_body - bh * 0.5, bh * 0.4, bh * 0.35)  # head
+            for lx in (-0.35, -0.2, 0.2, 0.35):
+                mask |= cv.box(xg + lx * bl - bl * 0.04, y_body, xg + lx * bl + bl * 0.04, yg)
+            mask |= cv.polygon([(xg - sgn * bl * 0.48, y_body - bh * 0.1), (xg - sgn * bl * 0.8, y_body - bh * 0.7),
+                                (xg - sgn * bl * 0.75, y_body - bh * 0.8), (xg - sgn * bl * 0.45, y_body - bh * 0.3)])  # fmt: skip
+        else:  # textured polygon
+            n = rng.integers(3, 7)
+            ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+            cy = yg - size * 0.45
+            mask = cv.polygon([(xg + size * 0.6 * np.cos(a), cy + size * 0.45 * np.sin(a)) for a in ang])
+        ca = np.float32(ANOMALY_COLORS[rng.integers(len(ANOMALY_COLORS))])
+        cb = np.float32(ANOMALY_COLORS[rng.integers(len(ANOMALY_COLORS))]) * 0.5
+        period = max(2.0, size / rng.uniform(3, 6))
+        pat = rng.integers(3)
+        if pat == 0:  # stripes
+            alt = ((cv.xx + cv.yy * rng.uniform(-1, 1)) % period) < period / 2
+        elif pat == 1:  # checker
+            alt = (((cv.xx // period) + (cv.yy // period)) % 2) == 0
+        else:  # spots
+            alt = cv.mid[..., 0] > 0.6
+        cv.paint(mask & ~alt, ANOMALY, ca, hi=6)
+        cv.paint(mask & alt, ANOMALY, cb, hi=6)
+
+
+# --------------------------------------------------------------------------------------------
+# writing the release format
+# --------------------------------------------------------------------------------------------
+def _params(n_train: int, n_val: int, n_test: int, width: int, height: int, seed: int) -> dict[str, int]:
+    p = {"n_train": n_train, "n_val": n_val, "n_test": n_test, "width": width, "height": height, "seed": seed}
+    for k, v in p.items():
+        lo = 1 if k in ("n_train", "n_val", "n_test") else (16 if k in ("width", "height") else 0)
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise ConfigError(f"data.{k}={v!r}: expected an int >= {lo}")
+    return p
+
+
+def dataset_id(**params: int) -> str:
+    """Cache folder name: generator version + hash of the parameters."""
+    p = _params(**params)
+    h = hashlib.sha1(json.dumps(p, sort_keys=True).encode()).hexdigest()[:10]
+    return f"synthetic_streethazards-v{GENERATOR_VERSION}-{h}"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("HAZARDSEG_CACHE") or Path.home() / ".cache" / "hazardseg").expanduser()
+
+
+def is_complete(root: str | os.PathLike) -> bool:
+    return (Path(root) / "synthetic.json").is_file()
+
+
+def _save_png(arr: np.ndarray, mode: str, path: Path) -> None:
+    Image.fromarray(arr).save(path, format="PNG", compress_level=1)
+
+
+def _write_tree(out: Path, p: dict[str, int]) -> None:
+    w, h, seed = p["width"], p["height"], p["seed"]
+    n5 = max(1, int(round(p["n_test"] * 1024 / 1500))) if p["n_test"] > 1 else 1
+    # (split dir, odgt name, key order, [(relative stem, split code, index, anomalies)])
+    plan = [
+        ("train", "train.odgt", ("fpath_img", "fpath_segm", "width", "dbName", "height"),
+         [(f"training/t1-3/{i + 1}", 0, i, False) for i in range(p["n_train"])]),
+        ("train", "validation.odgt", ("fpath_img", "fpath_segm", "width", "dbName", "height"),
+         [(f"validation/t4/{i + 1}", 1, i, False) for i in range(p["n_val"])]),
+        ("test", "test.odgt", ("fpath_img", "height", "fpath_segm", "width", "dbName"),
+         [(f"{'test/t5' if i < n5 else 'test/t6'}/{i + 1}", 2, i, True) for i in range(p["n_test"])]),
+    ]  # fmt: skip
+    for split_dir, odgt_name, keys, entries in plan:
+        records = []
+        for stem, code, i, anomalies in entries:
+            rng = np.random.default_rng([seed, code, i])
+            rgb, lab = render_scene(rng, w, h, anomalies)
+            img_rel, seg_rel = f"images/{stem}.png", f"annotations/{stem}.png"
+            for rel in (img_rel, seg_rel):
+                (out / split_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            rgba = np.concatenate([rgb, np.full((h, w, 1), 255, np.uint8)], axis=2)
+            _save_png(rgba, "RGBA", out / split_dir / img_rel)
+            _save_png(lab, "L", out / split_dir / seg_rel)
+            rec = {"fpath_img": img_rel, "fpath_segm": seg_rel, "width": w, "height": h, "dbName": "StreetHazards"}
+            records.append({k: rec[k] for k in keys})
+        records.sort(key=lambda r: r["fpath_img"])  # string order, like the release
+        (out / split_dir / odgt_name).write_text(json.dumps(records))  # one JSON array, no trailing newline
+    (out / "README.txt").write_text(
+        "Synthetic StreetHazards generated by hazardseg (NOT the real dataset); same layout and label values.\n"
+    )
+    (out / "synthetic.json").write_text(json.dumps({"generator_version": GENERATOR_VERSION, **p}, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as f:
+        try:
+            import fcntl
+
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - non-POSIX: rely on the atomic rename alone
+            pass
+        yield
+
+
+def generate_streethazards(
+    root: str | os.PathLike,
+    n_train: int = DEFAULTS["n_train"],
+    n_val: int = DEFAULTS["n_val"],
+    n_test: int = DEFAULTS["n_test"],
+    width: int = DEFAULTS["width"],
+    height: int = DEFAULTS["height"],
+    seed: int = DEFAULTS["seed"],
+) -> Path:
+    """Write a synthetic StreetHazards into ``root`` (the folder that will hold train/ and test/).
+
+    Idempotent and concurrency-safe: returns at once if ``root`` already holds a complete dataset
+    with the same parameters; raises DataError if it holds something else.
+    """
+    p = _params(n_train, n_val, n_test, width, height, seed)
+    root = Path(root).expanduser().absolute()
+
+    def check_existing() -> bool:
+        if is_complete(root):
+            meta = json.loads((root / "synthetic.json").read_text())
+            want = {"generator_version": GENERATOR_VERSION, **p}
+            if meta != want:
+                raise DataError(
+                    f"{root}: holds a synthetic dataset with other parameters ({meta}); delete it or choose another data.root"
+                )
+            return True
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise DataError(f"{root}: exists but is not a complete synthetic dataset; delete it or choose another data.root")
+        return False
+
+    if check_existing():
+        return root
+    with _locked(root.parent / f".{root.name}.lock"):
+        if check_existing():  # another process finished while we waited
+            return root
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+        try:
+            _write_tree(tmp, p)
+            if root.is_dir():
+                root.rmdir()  # empty (checked above)
+            try:
+                os.rename(tmp, root)
+            except OSError:
+                if not is_complete(root):
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def ensure_synthetic(root: str | os.PathLike | None = None, **params: int) -> Path:
+    """Generate (once) and return the dataset folder; ``root=None`` -> the cache folder."""
+    full = {**DEFAULTS, **params}
+    if root is None:
+        root = default_cache_dir() / dataset_id(**full)
+    return generate_streethazards(root, **full)
+
+
+class SyntheticStreetHazardsDataModule(StreetHazardsDataModule):
+    """StreetHazards datamodule on the synthetic dataset (generated in ``prepare_data``; lazily in ``setup``).
+
+    ``root=None`` -> ``$HAZARDSEG_CACHE`` or ``~/.cache/hazardseg`` / ``synthetic_streethazards-v<ver>-<hash>``.
+    """
+
+    name = "synthetic_streethazards"
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        n_train: int = DEFAULTS["n_train"],
+        n_val: int = DEFAULTS["n_val"],
+        n_test: int = DEFAULTS["n_test"],
+        width: int = DEFAULTS["width"],
+        height: int = DEFAULTS["height"],
+        seed: int = DEFAULTS["seed"],
+        image_size: Sequence[int] = (144, 256),
+        batch_size: int = 8,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        augment: dict[str, Any] | None = None,
+        num_classes: int | None = 13,
+        ignore_index: int | None = None,
+        skip_bad_samples: bool = False,
+        persistent_workers: bool | None = None,
+        index: str = "auto",
+    ):
+        self.gen_params = _params(n_train, n_val, n_test, width, height, seed)
+        target = Path(root).expanduser() if root not in (None, "", "null") else default_cache_dir() / dataset_id(**self.gen_params)
+        super().__init__(
+            root=target, image_size=image_size, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
+            augment=augment, num_classes=num_classes, ignore_index=ignore_index, skip_bad_samples=skip_bad_samples,
+            persistent_workers=persistent_workers, index=index,
+        )  # fmt: skip
+        self.generation_seconds: float | None = None
+
+    def prepare_data(self) -> None:
+        if not is_complete(self.root):
+            t0 = time.perf_counter()
+            generate_streethazards(self.root, **self.gen_params)
+            self.generation_seconds = time.perf_counter() - t0
+        else:
+            generate_streethazards(self.root, **self.gen_params)  # validates the parameters
+
+    def setup(self, stage: str | None = None) -> None:
+        if not is_complete(self.root):
+            self.prepare_data()
+        super().setup(stage)
