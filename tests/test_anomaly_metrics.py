@@ -1,0 +1,357 @@
+"""AnomalyMetrics / PerImageAnomalyMetrics against sklearn and a numpy FPR95 reference."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from hazardseg.metrics import AnomalyMetrics, PerImageAnomalyMetrics
+from hazardseg.metrics.anomaly import NUM_BINS, bin_of, histogram
+
+TOL = 1e-4  # documented binning error budget for realistic (untied) scores
+EXACT = 1e-12  # float rounding only: exactly tied data must agree
+
+
+def fpr95_reference(y_true: np.ndarray, y_score: np.ndarray, appended_recall: float = 1.0) -> float:
+    """Hendrycks' ``fpr_and_fdr_at_recall`` (anomaly-seg), plain numpy.
+
+    The original appends the point (recall 1, fps 0); the task brief describes (recall 0,
+    fps 0). Neither can be selected (index 0 already has recall exactly 1 and wins ties),
+    ``test_reference_endpoint_is_irrelevant`` checks that.
+    """
+    y_true = np.asarray(y_true, dtype=bool)
+    order = np.argsort(y_score, kind="mergesort")[::-1]
+    y_score, y_true = y_score[order], y_true[order]
+    distinct = np.where(np.diff(y_score))[0]
+    threshold_idxs = np.r_[distinct, y_true.size - 1]
+    tps = np.cumsum(y_true, dtype=np.int64)[threshold_idxs]
+    fps = 1 + threshold_idxs - tps
+    recall = tps / tps[-1]
+    last_ind = tps.searchsorted(tps[-1])
+    sl = slice(last_ind, None, -1)
+    recall, fps = np.r_[recall[sl], appended_recall], np.r_[fps[sl], 0]
+    cutoff = np.argmin(np.abs(recall - 0.95))
+    return fps[cutoff] / np.sum(~y_true)
+
+
+def reference(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    s, y = scores.double().numpy().ravel(), labels.numpy().ravel()
+    s = np.clip(s, -3e38, 3e38)  # sklearn rejects inf; this keeps the ranking
+    return {
+        "aupr": average_precision_score(y, s),
+        "auroc": roc_auc_score(y, s),
+        "fpr95": fpr95_reference(y, s),
+    }
+
+
+def pooled(scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor | None = None) -> dict[str, float]:
+    metric = AnomalyMetrics()
+    metric.update(scores, labels, valid)
+    return metric.compute()
+
+
+def assert_close(got: dict, want: dict, tol: float) -> None:
+    for key in ("aupr", "auroc", "fpr95"):
+        assert abs(got[key] - want[key]) <= tol, (key, got[key], want[key])
+
+
+def logits(n: int, classes: int, scale: float, gen: torch.Generator) -> torch.Tensor:
+    return torch.randn(n, classes, generator=gen) * scale
+
+
+def realistic(kind: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score maps as produced by common scorers; anomalies are less confident."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.rand(n, generator=gen) < 0.01
+    scale = torch.where(y, 2.0, 5.0)[:, None]  # anomalies: flatter logits
+    lg = logits(n, 19, 1.0, gen) * scale
+    if kind == "gauss":
+        s = torch.randn(n, generator=gen) + 1.5 * y
+    elif kind == "gauss_mix":
+        comp = torch.rand(n, generator=gen) < 0.3
+        s = torch.randn(n, generator=gen) * torch.where(comp, 0.2, 3.0) + 2.0 * y + 10.0 * comp
+    elif kind == "msp":
+        s = -lg.softmax(1).amax(1)
+    elif kind == "msp_confident":  # trained-net-like: almost all values within 1e-3 of -1
+        s = -(lg * 2).softmax(1).amax(1)
+    elif kind == "max_logit":
+        s = -lg.amax(1)
+    elif kind == "entropy":
+        p = lg.softmax(1)
+        s = -(p * p.clamp_min(1e-30).log()).sum(1)
+    elif kind == "energy":
+        s = -torch.logsumexp(lg, 1)
+    else:
+        raise AssertionError(kind)
+    return s.float(), y
+
+
+@pytest.mark.parametrize(
+    "kind", ["gauss", "gauss_mix", "msp", "msp_confident", "max_logit", "entropy", "energy"]
+)
+def test_realistic_scores_within_tolerance(kind: str) -> None:
+    scores, labels = realistic(kind, 400_000, seed=1)
+    got = pooled(scores, labels)
+    want = reference(scores, labels)
+    assert_close(got, want, TOL)
+    # the data-dependent bounds hold and are meaningful (below the budget)
+    metric = AnomalyMetrics()
+    metric.update(scores, labels)
+    bounds = metric.error_bounds()
+    assert abs(got["auroc"] - want["auroc"]) <= bounds["auroc"] + EXACT
+    assert abs(got["aupr"] - want["aupr"]) <= bounds["aupr"] + EXACT
+    assert bounds["auroc"] < TOL
+
+
+def test_large_msp_within_tolerance() -> None:
+    scores, labels = realistic("msp_confident", 3_000_000, seed=2)
+    assert_close(pooled(scores, labels), reference(scores, labels), TOL)
+
+
+@pytest.mark.parametrize("decimals", [0, 1, 2])
+def test_heavily_tied_scores_agree_exactly(decimals: int) -> None:
+    gen = torch.Generator().manual_seed(3)
+    labels = torch.rand(200_000, generator=gen) < 0.05
+    scores = (torch.randn(200_000, generator=gen) + labels).round(decimals=decimals)
+    assert_close(pooled(scores, labels), reference(scores, labels), EXACT)
+
+
+def test_ties_straddling_zero_and_negative_zero() -> None:
+    gen = torch.Generator().manual_seed(4)
+    labels = torch.rand(10_000, generator=gen) < 0.2
+    scores = torch.randint(-3, 4, (10_000,), generator=gen).float() * 0.5
+    scores[::7] = -0.0  # -0.0 == 0.0 must tie with +0.0
+    got = pooled(scores, labels)
+    assert_close(got, reference(scores, labels), EXACT)
+
+
+def test_constant_scores() -> None:
+    labels = torch.zeros(1000, dtype=torch.bool)
+    labels[:37] = True
+    got = pooled(torch.full((1000,), 0.25), labels)
+    assert got["auroc"] == pytest.approx(0.5, abs=EXACT)
+    assert got["aupr"] == pytest.approx(0.037, abs=EXACT)
+    assert got["fpr95"] == 1.0
+    assert_close(got, reference(torch.full((1000,), 0.25), labels), EXACT)
+
+
+def test_extremely_imbalanced() -> None:
+    gen = torch.Generator().manual_seed(5)
+    scores = torch.randn(100_000, generator=gen)
+    labels = torch.zeros(100_000, dtype=torch.bool)
+    labels[[10, 20_000, 99_999]] = True
+    scores[labels] += 2.5
+    assert_close(pooled(scores, labels), reference(scores, labels), EXACT)
+
+
+@pytest.mark.parametrize(
+    "scores,labels",
+    [
+        ([0.1, 0.9], [0, 1]),
+        ([0.9, 0.1], [0, 1]),
+        ([0.5, 0.5, 0.2], [1, 0, 0]),
+        ([0.3, -0.2, 0.8, 0.8, 0.1], [1, 0, 1, 0, 0]),
+        ([-1.0, -2.0, -3.0, -4.0], [0, 1, 0, 1]),
+    ],
+)
+def test_tiny_inputs(scores: list[float], labels: list[int]) -> None:
+    s, y = torch.tensor(scores), torch.tensor(labels, dtype=torch.bool)
+    assert_close(pooled(s, y), reference(s, y), EXACT)
+
+
+def test_infinite_scores_sort_to_the_ends() -> None:
+    gen = torch.Generator().manual_seed(6)
+    labels = torch.rand(50_000, generator=gen) < 0.1
+    scores = (torch.randn(50_000, generator=gen) + labels).round(decimals=2)
+    scores[:500] = float("inf")
+    scores[500:900] = -float("inf")
+    assert_close(pooled(scores, labels), reference(scores, labels), EXACT)
+
+
+def test_fpr95_reference_endpoint_is_irrelevant() -> None:
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(20):
+        y = (torch.rand(50, generator=gen) < 0.3).numpy()
+        y[0], y[1] = True, False
+        s = torch.randint(0, 5, (50,), generator=gen).double().numpy()
+        assert fpr95_reference(y, s, 1.0) == fpr95_reference(y, s, 0.0)
+
+
+def test_fpr95_tie_goes_to_higher_recall() -> None:
+    # 50 anomalies: recall 0.94 and 0.96 are exactly equally far from 0.95 in float64.
+    scores = torch.tensor([10.0] * 47 + [6.0, 5.0, 4.0, 3.0, 3.0, 1.0])
+    labels = torch.tensor([1] * 47 + [0, 1, 0, 1, 1, 0], dtype=torch.bool)
+    # curve (recall, fps): (.94,0) (.94,1) (.96,1) (.96,2) (1,2) (1,3); the reference scans
+    # from (1,2) upwards and takes the first minimum -> (.96, 2) -> 2 of 3 normal pixels.
+    assert abs(0.94 - 0.95) == abs(0.96 - 0.95)
+    assert fpr95_reference(labels.numpy(), scores.numpy()) == pytest.approx(2 / 3)
+    assert pooled(scores, labels)["fpr95"] == pytest.approx(2 / 3, abs=EXACT)
+
+
+def test_streaming_equals_single_update() -> None:
+    scores, labels = realistic("msp", 200_000, seed=8)
+    one = AnomalyMetrics()
+    one.update(scores, labels)
+    many = AnomalyMetrics()
+    for chunk_s, chunk_y in zip(scores.split(7_919), labels.split(7_919)):
+        many.update(chunk_s, chunk_y)
+    assert torch.equal(one.counts, many.counts)
+    assert one.compute() == many.compute()
+
+
+def test_ddp_style_merge_equals_single_object() -> None:
+    scores, labels = realistic("gauss_mix", 100_000, seed=9)
+    full, a, b = AnomalyMetrics(), AnomalyMetrics(), AnomalyMetrics()
+    full.update(scores, labels)
+    a.update(scores[:50_000], labels[:50_000])
+    b.update(scores[50_000:], labels[50_000:])
+    # what DDP's dist_reduce_fx="sum" does: element-wise sum of every state
+    summed = AnomalyMetrics()
+    summed.counts = a.counts + b.counts
+    summed.pixels = a.pixels + b.pixels
+    summed._update_count = 1
+    assert summed.compute() == full.compute()
+    a.merge_state(b)
+    assert a.compute() == full.compute()
+
+
+def test_valid_mask_drops_pixels() -> None:
+    scores, labels = realistic("entropy", 50_000, seed=10)
+    valid = torch.rand(50_000, generator=torch.Generator().manual_seed(11)) < 0.7
+    garbage = scores.clone()
+    garbage[~valid] = float("nan")  # ignored pixels may hold anything, even NaN
+    got = pooled(garbage, labels, valid)
+    assert got == pooled(scores[valid], labels[valid])
+    assert_close(got, reference(scores[valid], labels[valid]), TOL)
+    assert got != pooled(scores, labels)
+
+
+def test_shapes_and_dtypes() -> None:
+    scores, labels = realistic("gauss", 4 * 32 * 32, seed=12)
+    flat = pooled(scores, labels)
+    assert pooled(scores.view(4, 32, 32), labels.view(4, 32, 32)) == flat
+    assert_close(pooled(scores.double(), labels), flat, EXACT)
+    assert_close(pooled(scores.half().float(), labels), reference(scores.half().float(), labels), TOL)
+
+
+def test_nan_scores_raise() -> None:
+    metric = AnomalyMetrics()
+    with pytest.raises(ValueError, match="NaN"):
+        metric.update(torch.tensor([0.1, float("nan")]), torch.tensor([True, False]))
+
+
+def test_missing_class_raises() -> None:
+    metric = AnomalyMetrics()
+    metric.update(torch.rand(100), torch.zeros(100, dtype=torch.bool))
+    with pytest.raises(ValueError, match="no anomaly pixels"):
+        metric.compute()
+    metric = AnomalyMetrics()
+    metric.update(torch.rand(100), torch.ones(100, dtype=torch.bool))
+    with pytest.raises(ValueError, match="no normal pixels"):
+        metric.compute()
+
+
+def test_empty_update_is_noop_and_no_data_raises() -> None:
+    metric = AnomalyMetrics()
+    metric.update(torch.empty(0), torch.empty(0, dtype=torch.bool))
+    metric.update(torch.rand(10), torch.ones(10, dtype=torch.bool), torch.zeros(10, dtype=torch.bool))
+    assert int(metric.counts.sum()) == 0
+    with pytest.raises(ValueError, match="before any pixel"):
+        metric.compute()
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="before any pixel"):
+        AnomalyMetrics().compute()  # torchmetrics also warns: compute() before update()
+
+
+def test_shape_mismatch_raises() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        AnomalyMetrics().update(torch.rand(10), torch.ones(11, dtype=torch.bool))
+
+
+def test_bins_are_monotone_and_cover_range() -> None:
+    values = [-math.inf, -1e30, -8.4e6, -3.0, -1.0, -0.999999, -1e-12, -1e-30, -0.0, 0.0, 1e-30,
+              1e-12, 1e-6, 0.5, 1.0, 8.4e6, 1e30, math.inf]
+    bins = [bin_of(v) for v in values]
+    assert bins == sorted(bins)
+    assert bins[0] == 0 and bins[-1] == NUM_BINS - 1
+    assert bin_of(-0.0) == bin_of(0.0) == bin_of(1e-30) == bin_of(-1e-30) == NUM_BINS // 2
+    assert bin_of(1e-12) > bin_of(1e-30)  # inside the exponent window: resolved
+    # tensor path agrees with the scalar definition, in every code path (pos, neg, mixed)
+    for t in (torch.tensor(values[:8]), torch.tensor(values[10:]), torch.tensor(values)):
+        where, counts = histogram(t, torch.zeros_like(t, dtype=torch.bool))
+        if isinstance(where, int):  # dense: columns are consecutive bins from gmin
+            where = torch.arange(where, where + counts.shape[1])
+        assert where[counts[0] > 0].tolist() == sorted(set(bin_of(v) for v in t.tolist()))
+
+
+def test_curves() -> None:
+    scores, labels = realistic("gauss", 100_000, seed=13)
+    metric = AnomalyMetrics()
+    metric.update(scores, labels)
+    curves = metric.curves(max_points=200)
+    assert set(curves) == {"precision", "recall", "fpr", "tpr"}
+    assert all(len(v) <= 200 and len(v) > 100 for v in curves.values())
+    assert np.all(np.diff(curves["recall"]) >= 0) and np.all(np.diff(curves["fpr"]) >= 0)
+    assert curves["recall"][-1] == 1.0 and curves["fpr"][-1] == 1.0
+    auc = np.trapezoid(np.r_[0, curves["tpr"]], np.r_[0, curves["fpr"]])
+    assert abs(auc - metric.compute()["auroc"]) < 1e-3
+
+
+def per_image_reference(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    values = [reference(s, y) for s, y in zip(scores, labels) if y.any() and not y.all()]
+    out = {k: float(np.mean([v[k] for v in values])) for k in ("aupr", "auroc", "fpr95")}
+    out["num_images"] = len(values)
+    return out
+
+
+def test_per_image_protocol() -> None:
+    scores, labels = realistic("msp", 6 * 100 * 120, seed=14)
+    scores, labels = scores.view(6, 100, 120), labels.view(6, 100, 120).clone()
+    labels[1] = False  # no anomaly: skipped
+    labels[4] = True  # no normal pixel: skipped
+    want = per_image_reference(scores, labels)
+    metric = PerImageAnomalyMetrics()
+    metric.update(scores[:3], labels[:3])
+    metric.update(scores[3:], labels[3:])
+    got = metric.compute()
+    assert got["num_images"] == want["num_images"] == 4
+    assert_close(got, want, TOL)
+    pooled_values = pooled(scores, labels)
+    assert abs(got["aupr"] - pooled_values["aupr"]) > 1e-3  # really a different protocol
+
+
+def test_per_image_ties_exact_valid_and_merge() -> None:
+    gen = torch.Generator().manual_seed(15)
+    labels = torch.rand(4, 50, 50, generator=gen) < 0.05
+    scores = (torch.randn(4, 50, 50, generator=gen) + labels).round(decimals=1)
+    valid = torch.rand(4, 50, 50, generator=gen) < 0.8
+    want = per_image_reference(
+        [s[v] for s, v in zip(scores, valid)], [y[v] for y, v in zip(labels, valid)]
+    )
+    a, b = PerImageAnomalyMetrics(), PerImageAnomalyMetrics()
+    a.update(scores[:2], labels[:2], valid[:2])
+    b.update(scores[2:], labels[2:], valid[2:])
+    a.merge_state(b)
+    got = a.compute()
+    assert got["num_images"] == 4
+    assert_close(got, want, EXACT)
+
+
+def test_per_image_no_qualifying_image_raises() -> None:
+    metric = PerImageAnomalyMetrics()
+    metric.update(torch.rand(2, 8, 8), torch.zeros(2, 8, 8, dtype=torch.bool))
+    with pytest.raises(ValueError, match="no image"):
+        metric.compute()
+    with pytest.raises(ValueError, match="N, H, W"):
+        metric.update(torch.rand(8), torch.zeros(8, dtype=torch.bool))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu() -> None:
+    scores, labels = realistic("gauss_mix", 100_000, seed=16)
+    metric = AnomalyMetrics().cuda()
+    metric.update(scores.cuda(), labels.cuda())
+    assert metric.compute() == pooled(scores, labels)

@@ -1,0 +1,74 @@
+"""The entry points as users type them (subprocesses): multirun reuse, W&B offline, one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO, TINY_DATA
+
+TINY = TINY_DATA + ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", "model.decoder_channels=32", "eval.fit_batches=2"]
+
+
+def run(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def sweep_dir(cwd: Path, task: str = "train") -> Path:
+    (found,) = list((cwd / "outputs" / task / "multiruns").iterdir())
+    return found
+
+
+def test_scorer_multirun_trains_once_and_logs_wandb_offline(tmp_path):
+    # No credentials (conftest points NETRC to nothing): mode=auto must choose offline, not hang.
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_DIR")}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "-m", "scorer=msp,maxlogit", "logger=wandb", *TINY],
+        cwd=tmp_path, env={**env, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = sweep_dir(tmp_path)
+    jobs = [json.loads((sweep / str(i) / "results.json").read_text()) for i in (0, 1)]
+    assert [j["status"] for j in jobs] == ["completed", "completed"]
+    assert jobs[0]["reused_checkpoint"] is False and jobs[1]["reused_checkpoint"] is True
+    assert jobs[0]["train_hash"] == jobs[1]["train_hash"]
+    assert "test/msp/aupr" in jobs[0]["metrics"] and "test/maxlogit/aupr" in jobs[1]["metrics"]
+    assert proc.stdout.count("reusing trained model") == 1
+    # one offline W&B run per job, grouped by the sweep, and the sync command printed
+    for job in (0, 1):
+        assert len(list((sweep / str(job) / "wandb").glob("offline-run-*"))) == 1, job
+    assert all(j["wandb_sync"] and j["wandb_sync"][0].startswith("wandb sync ") for j in jobs)
+    rows = list(csv.DictReader((sweep / "sweep_report.csv").open()))
+    assert [r["status"] for r in rows] == ["completed", "completed"]
+    assert rows[1]["reused_checkpoint"] == "True"
+
+
+def test_failed_job_does_not_stop_the_sweep(tmp_path):
+    proc = run([str(REPO / "train.py"), "-m", "optim.optimizer.lr=-1,1e-3", "logger=none", "trainer=debug", *TINY_DATA], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = sweep_dir(tmp_path)
+    failed = json.loads((sweep / "0" / "results.json").read_text())
+    assert failed["status"] == "failed" and "learning rate" in failed["error"].lower()
+    assert json.loads((sweep / "1" / "results.json").read_text())["status"] == "completed"
+    rows = list(csv.DictReader((sweep / "sweep_report.csv").open()))
+    assert [r["status"] for r in rows] == ["failed", "completed"]
+
+
+def test_missing_streethazards_root_is_one_clear_line(tmp_path):
+    proc = run([str(REPO / "train.py"), "data=streethazards", "logger=none"], tmp_path, env={"STREETHAZARDS_ROOT": ""})
+    assert proc.returncode == 2
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "data.root" in error_lines[0] and "anomaly-seg" in error_lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_eval_missing_checkpoint_is_one_clear_line(tmp_path):
+    proc = run([str(REPO / "eval.py"), "ckpt_path=nowhere/best.ckpt", "logger=none"], tmp_path)
+    assert proc.returncode == 2
+    assert "error: ckpt_path=nowhere/best.ckpt: file not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
