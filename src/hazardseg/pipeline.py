@@ -118,7 +118,7 @@ def fit_or_reuse(cfg, module, datamodule, loggers, entry: ModelEntry, results: d
         entry.write_config(module.checkpoint_meta["config"])
         callbacks.append(PreemptionCheckpoint(entry.last_ckpt))
         trainer = build_trainer(cfg.trainer, loggers, callbacks, ckpt_dir=entry.ckpt_dir)
-        resume_from = resolve_resume(cfg, entry)
+        resume_from = resolve_resume(cfg, entry, module)
         results["resumed_from"] = str(resume_from) if resume_from else None
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         best = Path(trainer.checkpoint_callback.best_model_path or entry.last_ckpt)
@@ -129,7 +129,7 @@ def fit_or_reuse(cfg, module, datamodule, loggers, entry: ModelEntry, results: d
     return trainer, best
 
 
-def resolve_resume(cfg, entry: ModelEntry) -> str | None:
+def resolve_resume(cfg, entry: ModelEntry, module: Segmenter) -> str | None:
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path == "last":
         if not entry.last_ckpt.is_file():
@@ -138,6 +138,7 @@ def resolve_resume(cfg, entry: ModelEntry) -> str | None:
     if ckpt_path is not None:
         if not Path(ckpt_path).is_file():
             raise ConfigError(f"ckpt_path={ckpt_path}: file not found. Fix: give an existing .ckpt, `last`, or null.")
+        matching_net_state(module, Path(ckpt_path))  # a clear error now, not a size-mismatch traceback mid-fit
         return str(ckpt_path)
     mode = cfg.get("resume", "auto")
     if mode not in ("auto", "never"):
@@ -257,9 +258,15 @@ def read_checkpoint_meta(ckpt: Path) -> dict[str, Any]:
 
 def load_net_weights(module: Segmenter, ckpt: Path) -> None:
     """Load only the network weights (safe ``weights_only`` load); a different model is a clear error."""
-    state = _load_checkpoint(Path(ckpt))["state_dict"]
+    module.net.load_state_dict(matching_net_state(module, ckpt), strict=False)
+
+
+def matching_net_state(module: Segmenter, ckpt: Path) -> dict[str, torch.Tensor]:
+    """The checkpoint's network weights, or a ConfigError if they do not fit ``module.net``."""
+    state = _load_checkpoint(Path(ckpt)).get("state_dict", {})
     net_state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
     own = module.net.state_dict()
+    # The aux head is training-only: a checkpoint may have it while the evaluated net does not.
     missing = [k for k in own if k not in net_state and "aux_head" not in k]
     unexpected = [k for k in net_state if k not in own and "aux_head" not in k]
     shapes = [k for k in own if k in net_state and own[k].shape != net_state[k].shape]
@@ -267,9 +274,9 @@ def load_net_weights(module: Segmenter, ckpt: Path) -> None:
         detail = f"{len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} shape mismatches (e.g. {(shapes or missing or unexpected)[:2]})"
         raise ConfigError(
             f"ckpt_path={ckpt}: checkpoint does not match the configured model/class count ({detail}). "
-            f"Fix: evaluate it with the model and data it was trained with."
+            f"Fix: use the model and data config it was trained with."
         )
-    module.net.load_state_dict({k: v for k, v in net_state.items() if k in own}, strict=False)
+    return {k: v for k, v in net_state.items() if k in own}
 
 
 def _load_checkpoint(ckpt: Path) -> dict:
