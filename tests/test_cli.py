@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO, TINY_DATA
 
 TINY = TINY_DATA + ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", "model.decoder_channels=32", "eval.fit_batches=2"]
@@ -72,3 +74,15 @@ def test_eval_missing_checkpoint_is_one_clear_line(tmp_path):
     assert proc.returncode == 2
     assert "error: ckpt_path=nowhere/best.ckpt: file not found" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_default_training_learns(tmp_path):
+    """`python train.py` exactly as the README says (minutes): the model learns and flags anomalies."""
+    proc = run([str(REPO / "train.py"), "trainer.enable_progress_bar=false"], tmp_path, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (results_file,) = list((tmp_path / "outputs" / "train" / "runs").glob("*/results.json"))
+    results = json.loads(results_file.read_text())
+    assert results["trained"]["best_val_miou"] > 0.35
+    assert results["metrics"]["test/miou"] > 0.35
+    assert results["metrics"]["test/msp/auroc"] > 0.7

@@ -47,7 +47,6 @@ def _last_ckpt(cwd: Path) -> list[Path]:
     return list((cwd / "outputs" / "models").glob("*/checkpoints/last.ckpt"))
 
 
-@pytest.mark.slow
 def test_sigkill_then_rerun_resumes_and_matches_uninterrupted_run(tmp_path):
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     straight.mkdir(), interrupted.mkdir()
@@ -86,7 +85,7 @@ def test_sigterm_writes_a_checkpoint_before_exiting(tmp_path):
     time.sleep(1.0)  # let it get into the next epoch
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode != 0
+    assert proc.returncode == 128 + signal.SIGTERM
     assert "SIGTERM: saved" in out, out[-2000:]
     assert torch.load(ckpt, weights_only=True)["global_step"] > first
 

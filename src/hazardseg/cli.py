@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from hazardseg.errors import HazardsegError
@@ -20,7 +22,11 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         results = task(cfg)
-    except (HazardsegError, Exception) as err:
+    except SIGTERMException:  # pre-emption: last.ckpt was written; stop the whole sweep, non-zero like SIGTERM
+        print("error: stopped by SIGTERM; re-run the same command to resume", file=sys.stderr, flush=True)
+        _write_failure(cfg, "stopped by SIGTERM")
+        sys.exit(128 + signal.SIGTERM)
+    except Exception as err:
         user_error = isinstance(err, HazardsegError)
         message = f"{type(err).__name__}: {err}" if not user_error else str(err)
         if not user_error:
