@@ -111,6 +111,15 @@ def log_summary(loggers: list, results: dict[str, Any], curves: dict[str, dict],
             })
 
 
+def log_panels(loggers: list, panels: list) -> None:
+    """Qualitative test panels (Input | GT | Pred | Overlay | Confidence | Error | Anomaly) as W&B images."""
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger" and panels:
+            import wandb
+
+            logger.experiment.log({"test/panels": [wandb.Image(p, caption=f"{n} mIoU {100 * m:.1f}%") for n, p, m in panels]})
+
+
 def _has_wandb_credentials(host: str) -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True

@@ -38,6 +38,7 @@ class Segmenter(L.LightningModule):
         class_names: list[str] | None = None,
         scorers: Mapping[str, nn.Module] | None = None,
         checkpoint_meta: Mapping[str, Any] | None = None,
+        num_panels: int = 0,
     ):
         super().__init__()
         self.net = net
@@ -57,6 +58,9 @@ class Segmenter(L.LightningModule):
         self.image_anomaly_metrics = nn.ModuleDict({name: PerImageAnomalyMetrics() for name in self.scorers})
         self.test_results: dict[str, float] = {}
         self.test_curves: dict[str, dict] = {}
+        self.num_panels = num_panels
+        self.per_image = True  # also compute the original per-image protocol (eval.per_image)
+        self.panels: list[tuple[str, Any, float]] = []  # (image name, HxWx3 uint8, per-image mIoU)
 
     # ------------------------------------------------------------------ forward / steps
     def forward(self, image: Tensor) -> dict[str, Tensor]:
@@ -84,18 +88,33 @@ class Segmenter(L.LightningModule):
         outputs = self(batch["image"])
         logits, mask = outputs["logits"], batch["mask"]
         self.test_metrics.update(logits.argmax(1), self._metric_target(mask))
-        if self.anomaly_index is None:
-            return
-        is_anomaly = mask == self.anomaly_index
-        valid = None if self.ignore_index is None else mask != self.ignore_index
-        for name, scorer in self.scorers.items():
-            scores = scorer(logits.float(), outputs.get("features"))
-            self.anomaly_metrics[name].update(scores, is_anomaly, valid)
-            self.image_anomaly_metrics[name].update(scores, is_anomaly, valid)
+        first_scores = None
+        if self.anomaly_index is not None:
+            is_anomaly = mask == self.anomaly_index
+            valid = None if self.ignore_index is None else mask != self.ignore_index
+            for name, scorer in self.scorers.items():
+                scores = scorer(logits.float(), outputs.get("features"))
+                first_scores = scores if first_scores is None else first_scores
+                self.anomaly_metrics[name].update(scores, is_anomaly, valid)
+                if self.per_image:
+                    self.image_anomaly_metrics[name].update(scores, is_anomaly, valid)
+        self._collect_panels(batch, logits, first_scores)
 
     def on_test_start(self) -> None:
+        self.panels = []
         for scorer in self.scorers.values():
             scorer.to(self.device).eval()
+
+    def _collect_panels(self, batch: dict, logits: Tensor, scores: Tensor | None) -> None:
+        from hazardseg.visualize import prediction_panel
+
+        for i in range(min(len(batch["name"]), self.num_panels - len(self.panels))):
+            panel, miou = prediction_panel(
+                batch["image"][i].cpu(), batch["mask"][i].cpu(), logits[i].detach().float().cpu(), self.num_classes,
+                str(batch["name"][i]), self.ignore_index, self.anomaly_index,
+                None if scores is None else scores[i].detach().cpu(),
+            )
+            self.panels.append((str(batch["name"][i]), panel, miou))
 
     def on_test_epoch_end(self) -> None:
         results = self._log_segmentation(self.test_metrics, "test/")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from hazardseg.config import instantiate
 from hazardseg.callbacks import AtomicCheckpointIO, PreemptionCheckpoint, RNGStateCheckpoint
 from hazardseg.errors import ConfigError
-from hazardseg.io import atomic_torch_save, atomic_write_json, atomic_write_text
-from hazardseg.loggers import build_loggers, finish_loggers, log_summary
+from hazardseg.io import atomic_path, atomic_torch_save, atomic_write_json, atomic_write_text
+from hazardseg.loggers import build_loggers, finish_loggers, log_panels, log_summary
 from hazardseg.module import Segmenter
 from hazardseg.scorers import build_scorers
 from hazardseg.store import ModelEntry, config_hash, file_sha256, training_config
@@ -47,6 +48,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     results: dict[str, Any] = {"task": "train", "train_hash": entry.hash, "status": "running"}
     failed = True
     try:
+        if cfg.eval.get("class_distribution", True):
+            results["class_distribution"] = class_report(datamodule, entry)
         trainer, ckpt = fit_or_reuse(cfg, module, datamodule, loggers, entry, results)
         if cfg.get("test_after_fit", True):
             if ckpt is not None:
@@ -129,6 +132,22 @@ def fit_or_reuse(cfg, module, datamodule, loggers, entry: ModelEntry, results: d
     return trainer, best
 
 
+def class_report(datamodule, entry: ModelEntry) -> dict[str, Any]:
+    """Pixel share of every class per split, computed once per data config (cached in the model store)."""
+    from hazardseg.data.stats import format_distribution, split_distribution
+
+    cache = entry.dir / "class_distribution.json"
+    if cache.is_file():
+        report = json.loads(cache.read_text())
+    else:
+        datamodule.prepare_data()
+        datamodule.setup()
+        report = split_distribution(datamodule)
+        atomic_write_json(cache, report)
+    print("[hazardseg] class distribution (% of labelled pixels):\n" + format_distribution(report), flush=True)
+    return report
+
+
 def resolve_resume(cfg, entry: ModelEntry, module: Segmenter) -> str | None:
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path == "last":
@@ -170,14 +189,28 @@ def build_trainer(trainer_cfg: DictConfig, loggers: list, callbacks: list, ckpt_
 def test(cfg, module: Segmenter, datamodule, trainer: L.Trainer, ckpt: Path | None, loggers: list) -> dict[str, Any]:
     """Fit scorer statistics if needed (cached per checkpoint), run the test split, collect results."""
     fit_scorers(cfg, module, datamodule, ckpt, device=trainer.strategy.root_device)
+    module.num_panels = int(cfg.eval.get("panels", 0))
+    module.per_image = bool(cfg.eval.get("per_image", True))
     trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = module.test_results
     rows = scorer_rows(metrics, list(module.scorers))
-    if cfg.eval.get("curves", True):
-        log_summary(loggers, metrics, module.test_curves, rows)
-    else:
-        log_summary(loggers, metrics, {}, rows)
-    return {"metrics": metrics, "scorers": rows}
+    log_summary(loggers, metrics, module.test_curves if cfg.eval.get("curves", True) else {}, rows)
+    panel_files = save_panels(Path(cfg.paths.output_dir) / "panels", module.panels)
+    log_panels(loggers, module.panels)
+    return {"metrics": metrics, "scorers": rows, "panels": [str(p) for p in panel_files]}
+
+
+def save_panels(folder: Path, panels: list) -> list[Path]:
+    from PIL import Image
+
+    files = []
+    for i, (name, panel, _) in enumerate(panels):
+        path = folder / f"{i:02d}_{name.replace('/', '_')}"
+        path = path.with_suffix(".png")
+        with atomic_path(path) as tmp:
+            Image.fromarray(panel).save(tmp, format="PNG")
+        files.append(path)
+    return files
 
 
 def fit_scorers(cfg, module: Segmenter, datamodule, ckpt: Path | None, device) -> None:
