@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 CHUNK = 921_600  # one StreetHazards image (1280 x 720)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import inspect
 import json
 import multiprocessing as mp
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -414,7 +413,7 @@ def test_pet_genuine_samples():
     dm.setup("fit")
     names = sorted(dm.datasets["train"].items[0:1] + dm.datasets["val"].items[0:1], key=lambda it: it.name)
     assert [it.name for it in names] == ["images/Abyssinian_1.jpg", "images/american_bulldog_100.jpg"]
-    for split, size in (("train", None), ("val", None)):
+    for split in ("train", "val"):
         ds = dm.datasets[split]
         s = ds.load_raw(0)
         pil = Image.open(ds.items[0].image)
@@ -519,6 +518,19 @@ def test_class_distribution(synth):
     assert "traffic sign" in table and "value 13" in table
 
 
+def constructor_params(cls) -> set[str]:
+    """Keyword arguments a datamodule accepts, following ``**common`` up the class hierarchy."""
+    params: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        sig = inspect.signature(klass.__init__).parameters.values()
+        params |= {p.name for p in sig if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"}
+        if not any(p.kind == p.VAR_KEYWORD for p in sig):
+            break
+    return params
+
+
 @pytest.mark.parametrize("name", ["synthetic", "streethazards", "cityscapes", "pet", "voc"])
 def test_yaml_configs_match_constructors(name, tmp_path, monkeypatch):
     import hydra.utils
@@ -527,8 +539,7 @@ def test_yaml_configs_match_constructors(name, tmp_path, monkeypatch):
     monkeypatch.setenv("HAZARDSEG_CACHE", str(tmp_path))
     cfg = OmegaConf.load(REPO / "conf" / "data" / f"{name}.yaml")
     cls = hydra.utils.get_class(cfg._target_)
-    params = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    assert set(cfg) - {"_target_"} == params
+    assert set(cfg) - {"_target_"} == constructor_params(cls)
     for key in ("num_classes", "ignore_index", "root", "augment", "image_size"):
         assert key in cfg
     dm = hydra.utils.instantiate(cfg)

@@ -235,7 +235,8 @@ class SegDataLoader(DataLoader):
 class SegmentationDataModule(L.LightningDataModule):
     """Common base: config validation, transforms, split caching, dataloaders.
 
-    Subclasses set the class attributes and implement :meth:`build_dataset`.
+    Subclasses set the class attributes and implement :meth:`build_dataset`; their constructors take
+    only their own options and pass the common ones (``**common``) through.
     """
 
     name: ClassVar[str] = "segmentation"
@@ -245,12 +246,14 @@ class SegmentationDataModule(L.LightningDataModule):
     ANOMALY_INDEX: ClassVar[int | None] = None
     # native "void" value in the encoded masks (remapped to ignore_index); None when the dataset has none
     VOID_VALUE: ClassVar[int | None] = None
+    DEFAULT_IMAGE_SIZE: ClassVar[tuple[int, int]] = (256, 256)
+    DEFAULT_BATCH_SIZE: ClassVar[int] = 8
 
     def __init__(
         self,
         root: str | Path | None = None,
-        image_size: Sequence[int] = (256, 256),
-        batch_size: int = 8,
+        image_size: Sequence[int] | None = None,
+        batch_size: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
         augment: dict[str, Any] | None = None,
@@ -261,7 +264,8 @@ class SegmentationDataModule(L.LightningDataModule):
     ):
         super().__init__()
         self.root = None if root in (None, "", "null") else Path(str(root)).expanduser()
-        self.image_size = parse_image_size(image_size)
+        self.image_size = parse_image_size(image_size or self.DEFAULT_IMAGE_SIZE)
+        batch_size = self.DEFAULT_BATCH_SIZE if batch_size is None else batch_size
         self.augment = parse_augment(augment)
         for key, val, lo in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
             if not isinstance(val, int) or isinstance(val, bool) or val < lo:

@@ -13,7 +13,7 @@ split has no labels, so ``test_split: val`` (default) evaluates on val.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,26 +98,16 @@ class CityscapesDataModule(SegmentationDataModule):
     DEFAULT_IGNORE_INDEX = IGNORE
     VOID_VALUE = IGNORE
 
+    DEFAULT_IMAGE_SIZE = (512, 1024)
+    DEFAULT_BATCH_SIZE = 8
+
     def __init__(
         self,
-        root: str | os.PathLike | None = None,
-        image_size: Sequence[int] = (512, 1024),
-        batch_size: int = 8,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        augment: dict[str, Any] | None = None,
-        num_classes: int | None = NUM_CLASSES,
-        ignore_index: int | None = IGNORE,
-        skip_bad_samples: bool = False,
-        persistent_workers: bool | None = None,
         label_type: str = "labelIds",
         test_split: str = "val",
+        **common: Any,
     ):
-        super().__init__(
-            root=root, image_size=image_size, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-            augment=augment, num_classes=num_classes, ignore_index=ignore_index, skip_bad_samples=skip_bad_samples,
-            persistent_workers=persistent_workers,
-        )  # fmt: skip
+        super().__init__(**common)
         if label_type not in ("labelIds", "labelTrainIds"):
             raise ConfigError(f"data.label_type={label_type!r}: expected labelIds or labelTrainIds")
         if test_split not in ("val", "test"):

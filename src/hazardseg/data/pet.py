@@ -9,7 +9,6 @@ Layout: ``root/images/<name>.jpg``, ``root/annotations/trimaps/<name>.png``. Spl
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -80,27 +79,17 @@ class PetDataModule(SegmentationDataModule):
     CLASS_NAMES = CLASS_NAMES
     DEFAULT_IGNORE_INDEX = None
 
+    DEFAULT_IMAGE_SIZE = (256, 256)
+    DEFAULT_BATCH_SIZE = 16
+
     def __init__(
         self,
-        root: str | os.PathLike | None = None,
-        image_size: Sequence[int] = (256, 256),
-        batch_size: int = 16,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        augment: dict[str, Any] | None = None,
-        num_classes: int | None = NUM_CLASSES,
-        ignore_index: int | None = None,
-        skip_bad_samples: bool = False,
-        persistent_workers: bool | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         split_seed: int = 0,
+        **common: Any,
     ):
-        super().__init__(
-            root=root, image_size=image_size, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-            augment=augment, num_classes=num_classes, ignore_index=ignore_index, skip_bad_samples=skip_bad_samples,
-            persistent_workers=persistent_workers,
-        )  # fmt: skip
+        super().__init__(**common)
         for key, v in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not isinstance(v, (int, float)) or not 0 <= v < 1:
                 raise ConfigError(f"data.{key}={v!r}: expected a fraction in [0, 1)")

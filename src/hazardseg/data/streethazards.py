@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -180,25 +180,15 @@ class StreetHazardsDataModule(SegmentationDataModule):
     DEFAULT_IGNORE_INDEX = None
     ANOMALY_INDEX = ANOMALY_INDEX
 
+    DEFAULT_IMAGE_SIZE = (360, 640)
+    DEFAULT_BATCH_SIZE = 4
+
     def __init__(
         self,
-        root: str | os.PathLike | None = None,
-        image_size: Sequence[int] = (360, 640),
-        batch_size: int = 4,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        augment: dict[str, Any] | None = None,
-        num_classes: int | None = NUM_CLASSES,
-        ignore_index: int | None = None,
-        skip_bad_samples: bool = False,
-        persistent_workers: bool | None = None,
         index: str = "auto",
+        **common: Any,
     ):
-        super().__init__(
-            root=root, image_size=image_size, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-            augment=augment, num_classes=num_classes, ignore_index=ignore_index, skip_bad_samples=skip_bad_samples,
-            persistent_workers=persistent_workers,
-        )  # fmt: skip
+        super().__init__(**common)
         if index not in ("auto", "odgt", "scan"):
             raise ConfigError(f"data.index={index!r}: expected auto, odgt or scan")
         self.index = index

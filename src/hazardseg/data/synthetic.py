@@ -224,7 +224,6 @@ def render_scene(rng: np.random.Generator, w: int, h: int, anomalies: bool) -> t
 
 
 def _draw_object(cv: _Canvas, rng: np.random.Generator, kind: str, xg: float, yg: float, m: float) -> None:
-    h = cv.h
     if kind == "car":  # rear view: body, cabin with window, wheels, tail lights
         cw, ch = 1.8 * m * rng.uniform(0.9, 1.15), 1.45 * m * rng.uniform(0.9, 1.15)
         col = _jitter(rng, CAR_COLORS[rng.integers(len(CAR_COLORS))], 12)
@@ -466,6 +465,9 @@ class SyntheticStreetHazardsDataModule(StreetHazardsDataModule):
 
     name = "synthetic_streethazards"
 
+    DEFAULT_IMAGE_SIZE = (144, 256)
+    DEFAULT_BATCH_SIZE = 8
+
     def __init__(
         self,
         root: str | os.PathLike | None = None,
@@ -475,24 +477,11 @@ class SyntheticStreetHazardsDataModule(StreetHazardsDataModule):
         width: int = DEFAULTS["width"],
         height: int = DEFAULTS["height"],
         seed: int = DEFAULTS["seed"],
-        image_size: Sequence[int] = (144, 256),
-        batch_size: int = 8,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        augment: dict[str, Any] | None = None,
-        num_classes: int | None = 13,
-        ignore_index: int | None = None,
-        skip_bad_samples: bool = False,
-        persistent_workers: bool | None = None,
-        index: str = "auto",
+        **common: Any,
     ):
         self.gen_params = _params(n_train, n_val, n_test, width, height, seed)
         target = Path(root).expanduser() if root not in (None, "", "null") else default_cache_dir() / dataset_id(**self.gen_params)
-        super().__init__(
-            root=target, image_size=image_size, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-            augment=augment, num_classes=num_classes, ignore_index=ignore_index, skip_bad_samples=skip_bad_samples,
-            persistent_workers=persistent_workers, index=index,
-        )  # fmt: skip
+        super().__init__(root=target, **common)
         self.generation_seconds: float | None = None
 
     def prepare_data(self) -> None:
