@@ -45,6 +45,7 @@ def test_scorer_multirun_trains_once_and_logs_wandb_offline(tmp_path):
     for job in (0, 1):
         assert len(list((sweep / str(job) / "wandb").glob("offline-run-*"))) == 1, job
     assert all(j["wandb_sync"] and j["wandb_sync"][0].startswith("wandb sync ") for j in jobs)
+    assert proc.stdout.count("W&B run logged offline; to upload it: wandb sync") == 2
     rows = list(csv.DictReader((sweep / "sweep_report.csv").open()))
     assert [r["status"] for r in rows] == ["completed", "completed"]
     assert rows[1]["reused_checkpoint"] == "True"
@@ -86,3 +87,20 @@ def test_default_training_learns(tmp_path):
     assert results["trained"]["best_val_miou"] > 0.35
     assert results["metrics"]["test/miou"] > 0.35
     assert results["metrics"]["test/msp/auroc"] > 0.7
+
+
+def test_concurrent_jobs_with_one_training_config_train_it_once(tmp_path):
+    """Parallel launchers: two processes, same training config -> one trains, the other waits and reuses."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs = []
+    for i, scorer in enumerate(("msp", "entropy")):
+        (tmp_path / str(i)).mkdir()
+        args = [sys.executable, str(REPO / "train.py"), f"scorer={scorer}", "logger=none", *TINY,
+                f"paths.model_store={tmp_path / 'models'}"]
+        procs.append(subprocess.Popen(args, cwd=tmp_path / str(i), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    assert sum("reusing trained model" in out for out in outputs) == 1
+    (entry,) = list((tmp_path / "models").iterdir())
+    assert sorted(p.name for p in (entry / "checkpoints").glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
+    assert not list(entry.rglob("*.tmp"))

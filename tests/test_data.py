@@ -515,7 +515,7 @@ def test_class_distribution(synth):
     ign = class_distribution(dm.dataset("train"), 13, ignore_index=0)
     assert ign["counts"][0] == 0 and ign["ignored"] == rep["train"]["counts"][0]
     table = format_distribution(rep)
-    assert "traffic sign" in table and "value 13" in table
+    assert "traffic sign" in table and "anomaly (13)" in table
 
 
 def constructor_params(cls) -> set[str]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import lightning as L
 import torch
@@ -45,9 +46,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         **dataset_info(datamodule),
     )
     loggers = build_loggers(cfg.get("logger"), run_dir, run_name(cfg), sweep_group(), _plain(cfg))
-    results: dict[str, Any] = {"task": "train", "train_hash": entry.hash, "status": "running"}
-    failed = True
-    try:
+    results: dict[str, Any] = {"task": "train", "train_hash": entry.hash}
+    with recorded(results, cfg, loggers, started):
         if cfg.eval.get("class_distribution", True):
             results["class_distribution"] = class_report(datamodule, entry)
         trainer, ckpt = fit_or_reuse(cfg, module, datamodule, loggers, entry, results)
@@ -55,14 +55,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             if ckpt is not None:
                 load_net_weights(module, ckpt)
             results.update(test(cfg, module, datamodule, trainer, ckpt, loggers))
-        results["status"] = "completed"
-        failed = False
-    finally:
-        results["wall_time_s"] = round(time.time() - started, 1)
-        results.setdefault("config", _plain(cfg))
-        results["wandb_sync"] = finish_loggers(loggers, failed=failed)
-        if not failed:
-            write_results(run_dir, results)
     return results
 
 
@@ -87,19 +79,30 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     loggers = build_loggers(cfg.get("logger"), run_dir, run_name(cfg), sweep_group(), _plain(cfg))
     results: dict[str, Any] = {"task": "eval", "checkpoint": str(ckpt), "train_hash": meta.get("train_hash")}
-    failed = True
-    try:
+    with recorded(results, cfg, loggers, started):
         trainer = build_trainer(cfg.trainer, loggers, callbacks=[], ckpt_dir=None)
         results.update(test(cfg, module, datamodule, trainer, ckpt, loggers))
+    return results
+
+
+@contextlib.contextmanager
+def recorded(results: dict[str, Any], cfg: DictConfig, loggers: list, started: float) -> Iterator[None]:
+    """Close the loggers whatever happens; write results.json (atomically) only for a completed run.
+    A failed run's results.json is written by the entry point with the error message."""
+    results["status"] = "running"
+    failed = True
+    try:
+        yield
         results["status"] = "completed"
         failed = False
     finally:
         results["wall_time_s"] = round(time.time() - started, 1)
         results["config"] = _plain(cfg)
         results["wandb_sync"] = finish_loggers(loggers, failed=failed)
+        for command in results["wandb_sync"]:
+            print(f"[hazardseg] W&B run logged offline; to upload it: {command}", flush=True)
         if not failed:
-            write_results(run_dir, results)
-    return results
+            write_results(Path(cfg.paths.output_dir), results)
 
 
 # ---------------------------------------------------------------------------- training

@@ -81,6 +81,7 @@ def split_distribution(datamodule: Any, splits: Sequence[str] = ("train", "val",
         rep = class_distribution(ds, datamodule.num_classes, datamodule.ignore_index, datamodule.class_names, max_items)
         if datamodule.anomaly_index is not None:
             rep["anomaly"] = rep["extra"].get(datamodule.anomaly_index, {"count": 0, "fraction": 0.0})
+            rep["anomaly_index"] = datamodule.anomaly_index
         out[split] = rep
     return out
 
@@ -90,11 +91,13 @@ def format_distribution(report: dict[str, Any]) -> str:
     splits = list(report)
     names = list(next(iter(report.values()))["per_class"])
     extra_vals = sorted({v for r in report.values() for v in r["extra"]})
-    width = max(len(n) for n in names + ["class"]) + 2
+    anomaly = {r.get("anomaly_index") for r in report.values()}
+    extra_labels = {v: f"anomaly ({v})" if v in anomaly else f"value {v}" for v in extra_vals}
+    width = max(len(n) for n in [*names, *extra_labels.values(), "class"]) + 2
     lines = ["class".ljust(width) + "".join(f"{s:>10}" for s in splits)]
     for n in names:
         lines.append(n.ljust(width) + "".join(f"{100 * report[s]['per_class'][n]['fraction']:9.2f}%" for s in splits))
     for v in extra_vals:
-        lines.append(f"value {v}".ljust(width) + "".join(f"{100 * report[s]['extra'].get(v, {'fraction': 0})['fraction']:9.2f}%" for s in splits))
+        lines.append(extra_labels[v].ljust(width) + "".join(f"{100 * report[s]['extra'].get(v, {'fraction': 0})['fraction']:9.2f}%" for s in splits))
     lines.append("pixels".ljust(width) + "".join(f"{report[s]['total']:>10}" for s in splits))
     return "\n".join(lines)
