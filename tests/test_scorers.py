@@ -127,7 +127,10 @@ def test_sml_unpredicted_class_warns_and_defaults() -> None:
     logits[:, 2] = -100.0  # class 2 never wins the argmax
     with pytest.warns(RuntimeWarning, match=r"\[2\]"):
         sml = SML().fit([{"logits": logits}])
-    assert sml.class_mean[2].item() == 0.0 and sml.class_std[2].item() == 1.0
+    # falls back to the statistics pooled over every training pixel
+    max_logit = logits.max(dim=1).values.flatten().double()
+    assert sml.class_mean[2].item() == pytest.approx(max_logit.mean().item(), rel=1e-5)
+    assert sml.class_std[2].item() == pytest.approx(max_logit.std().item(), rel=1e-5)
     assert sml.class_count[2].item() == 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,15 +29,23 @@ def test_fast_dev_run_train(make_cfg, tmp_path):
     assert (tmp_path / "run" / "scorers.csv").read_text().startswith("scorer,aupr,auroc,fpr95")
 
 
-def test_train_then_eval_reproduces_test_metrics(make_cfg):
+def test_train_then_eval_reproduces_test_metrics(make_cfg, capsys):
     train_results = train(make_cfg(TINY_DATA + TINY_TRAIN + ["scorer=[msp,sml]"], run="train"))
     ckpt = train_results["checkpoint"]
     assert ckpt.endswith("best.ckpt") and not train_results["reused_checkpoint"]
-    eval_cfg = make_cfg(["scorer=[msp,sml]", "logger=none", "trainer.enable_progress_bar=false",
-                         "eval.fit_batches=2", f"ckpt_path={ckpt}"], config_name="eval", run="eval")
-    eval_results = evaluate(eval_cfg)
+    (stats,) = list((Path(ckpt).parent / "scorer_stats").glob("best.sml-*.pt"))  # fitted once, saved by the checkpoint
+    assert "scorer 'sml': fitting statistics" in capsys.readouterr().out
+    eval_args = ["scorer=[msp,sml]", "logger=none", "trainer.enable_progress_bar=false", "eval.fit_batches=2", f"ckpt_path={ckpt}"]
+    eval_results = evaluate(make_cfg(eval_args, config_name="eval", run="eval"))
+    assert f"scorer 'sml': reusing statistics {stats}" in capsys.readouterr().out
     for key in ["test/miou", "test/msp/aupr", "test/sml/aupr", "test/sml/fpr95", "test/msp/per_image/auroc"]:
         assert eval_results["metrics"][key] == pytest.approx(train_results["metrics"][key], abs=1e-6), key
+    # A changed checkpoint (different SHA-256) invalidates the saved statistics: they are refitted.
+    payload = torch.load(ckpt, weights_only=True)
+    payload["state_dict"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    torch.save(payload, ckpt)
+    evaluate(make_cfg(eval_args, config_name="eval", run="eval2"))
+    assert "scorer 'sml': fitting statistics" in capsys.readouterr().out
 
 
 def test_scorer_change_reuses_trained_model(make_cfg, capsys):

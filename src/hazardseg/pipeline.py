@@ -222,7 +222,7 @@ def fit_scorers(cfg, module: Segmenter, datamodule, ckpt: Path | None, device) -
         return
     fingerprint = file_sha256(ckpt) if ckpt is not None else None
     for name, scorer in pending.items():
-        stats_file = scorer_stats_path(cfg, ckpt, name)
+        stats_file = scorer_stats_path(cfg, ckpt, name, scorer)
         if stats_file is not None and _load_stats(scorer, stats_file, fingerprint):
             print(f"[hazardseg] scorer '{name}': reusing statistics {stats_file}", flush=True)
             continue
@@ -232,11 +232,15 @@ def fit_scorers(cfg, module: Segmenter, datamodule, ckpt: Path | None, device) -
             atomic_torch_save({"state_dict": scorer.state_dict(), "checkpoint_sha256": fingerprint}, stats_file)
 
 
-def scorer_stats_path(cfg, ckpt: Path | None, name: str) -> Path | None:
-    """Statistics live next to the checkpoint, keyed by the scorer's config and the fit subset."""
+def scorer_stats_path(cfg, ckpt: Path | None, name: str, scorer) -> Path | None:
+    """Statistics live next to the checkpoint, keyed by the scorer's config, fit version and fit subset."""
     if ckpt is None:
         return None
-    key = config_hash({"scorer": OmegaConf.to_container(cfg.scorer[name], resolve=True), "fit_batches": cfg.eval.get("fit_batches")}, 8)
+    key = config_hash({
+        "scorer": OmegaConf.to_container(cfg.scorer[name], resolve=True),
+        "fit_version": scorer.fit_version,
+        "fit_batches": cfg.eval.get("fit_batches"),
+    }, 8)
     return Path(ckpt).parent / "scorer_stats" / f"{Path(ckpt).stem}.{name}-{key}.pt"
 
 

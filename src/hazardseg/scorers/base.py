@@ -35,6 +35,8 @@ class Scorer(nn.Module):
     """
 
     requires_fit: ClassVar[bool] = False
+    # Bump when ``fit`` changes what it computes: saved statistics of older versions are then refitted.
+    fit_version: ClassVar[int] = 1
     name: ClassVar[str] = "scorer"  # short name used in error messages
 
     def forward(self, logits: Tensor, features: Tensor | None = None) -> Tensor:

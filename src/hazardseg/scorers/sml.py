@@ -33,6 +33,7 @@ class SML(Scorer):
     """
 
     requires_fit = True
+    fit_version = 2  # 2: rarely-predicted classes use pooled statistics
     name = "sml"
 
     def __init__(
@@ -80,15 +81,22 @@ class SML(Scorer):
         # Unbiased variance from streamed sums; clamp tiny negative round-off.
         var = ((total_sq - n * mean**2) / (n - 1).clamp_min(1)).clamp_min(0)
         rare = count < 2
+        # Classes (almost) never predicted on the training split have no statistics of their own. We
+        # standardise them with the pooled statistics of all training pixels instead of mean 0 / std 1:
+        # a raw max logit (~10) next to standardised ones (~0) would rank those pixels as the least
+        # anomalous of all. (The original code assumes every class is predicted somewhere.)
+        n_all = n.sum()
+        pooled_mean = total.sum() / n_all
+        pooled_std = ((total_sq.sum() - n_all * pooled_mean**2) / (n_all - 1).clamp_min(1)).clamp_min(0).sqrt()
         if rare.any():
             warnings.warn(
                 f"scorer 'sml': classes {rare.nonzero().flatten().tolist()} were predicted on fewer than 2 training "
-                "pixels; using mean 0, std 1 for them",
+                "pixels; using the statistics pooled over all classes for them",
                 RuntimeWarning,
                 stacklevel=3,
             )
-        mean = torch.where(rare, torch.zeros_like(mean), mean)
-        std = torch.where(rare, torch.ones_like(var), var.sqrt()).clamp_min(1e-6)  # avoid /0 on constant logits
+        mean = torch.where(rare, pooled_mean, mean)
+        std = torch.where(rare, pooled_std, var.sqrt()).clamp_min(1e-6)  # avoid /0 on constant logits
         device = self.class_mean.device
         self.class_mean = mean.float().to(device)
         self.class_std = std.float().to(device)
