@@ -121,3 +121,23 @@ def test_local_encoder_weights_file(make_cfg, tmp_path):
     cfg.model.encoder_weights = str(tmp_path / "missing.pth")
     with pytest.raises(ConfigError, match="missing.pth"):
         build_net(cfg.model, with_aux=False)
+
+
+def test_crop_padding_is_not_learned_as_a_class(make_cfg):
+    """StreetHazards has no ignore label: zoom-out padding gets PAD_LABEL, which the loss skips."""
+    from hydra.utils import instantiate
+
+    from hazardseg.data.transforms import PAD_LABEL
+
+    cfg = make_cfg(TINY_DATA + ["data.augment.scale=[0.5,0.6]"])
+    dm = instantiate(cfg.data)
+    assert dm.ignore_index is None
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    padded = batch["mask"] == PAD_LABEL
+    assert padded.any() and not padded.all()
+    loss = instantiate(cfg.loss)
+    logits = torch.randn(*batch["mask"].shape[:1], 13, *batch["mask"].shape[1:])
+    expected = torch.nn.functional.cross_entropy(logits.permute(0, 2, 3, 1)[~padded], batch["mask"][~padded])
+    assert loss({"logits": logits}, batch["mask"])["loss"].item() == pytest.approx(expected.item(), rel=1e-5)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-NO_IGNORE = -100  # torch's default ignore_index; never a real label
+from hazardseg.data.transforms import PAD_LABEL
 
 
 class SegmentationLoss(nn.Module):
@@ -25,7 +25,8 @@ class SegmentationLoss(nn.Module):
         label_smoothing: float = 0.0,
     ):
         super().__init__()
-        self.ignore_index = NO_IGNORE if ignore_index is None else int(ignore_index)
+        # With no ignore label configured, only crop padding (PAD_LABEL) is excluded from the loss.
+        self.ignore_index = PAD_LABEL if ignore_index is None else int(ignore_index)
         self.aux_weight = float(aux_weight)
         self.focal_gamma = float(focal_gamma)
         self.entropy_weight = float(entropy_weight)

@@ -9,7 +9,8 @@ Training pipeline (each step switchable from ``data.augment``)::
 
     RandomScale(image_size, scale)   # resize straight to image_size * s, s ~ U(scale); else Resize(image_size)
     RandomCrop(image_size, pad)      # crop back to image_size; pads the image with 0, the mask with
-                                     # ignore_index (or 0 when there is none). scale without crop is a ConfigError
+                                     # ignore_index (or PAD_LABEL=255 when there is none, which the loss
+                                     # ignores). scale without crop is a ConfigError
     RandomHorizontalFlip             # hflip
     ColorJitter(b, c, s)             # color_jitter
     ToDtype(float32, scale) + Normalize(ImageNet)
@@ -32,6 +33,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 DEFAULT_AUGMENT: dict[str, Any] = {"scale": None, "crop": False, "hflip": False, "color_jitter": None}
+# Mask value of padding added by the random crop when the dataset has no ignore label (StreetHazards):
+# padding is not image content, so it must not be learned as "unlabeled" (class 0). The loss ignores it.
+PAD_LABEL = 255
 
 
 def _plain(obj: Any) -> Any:
@@ -139,7 +143,7 @@ def build_train_transform(
     else:
         ops.append(v2.Resize(size, antialias=True))
     if aug["crop"]:
-        fill_mask = 0 if ignore_index is None else int(ignore_index)
+        fill_mask = PAD_LABEL if ignore_index is None else int(ignore_index)
         ops.append(v2.RandomCrop(size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: fill_mask}))
     if aug["hflip"]:
         ops.append(v2.RandomHorizontalFlip(0.5))
