@@ -104,3 +104,18 @@ def test_concurrent_jobs_with_one_training_config_train_it_once(tmp_path):
     (entry,) = list((tmp_path / "models").iterdir())
     assert sorted(p.name for p in (entry / "checkpoints").glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
     assert not list(entry.rglob("*.tmp"))
+
+
+def test_ddp_two_cpu_processes_train_and_test(tmp_path):
+    """trainer=ddp re-runs the script for rank 1 while rank 0 holds the model lock: it must not deadlock."""
+    args = [str(REPO / "train.py"), "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+            "trainer.sync_batchnorm=false", "trainer.precision=32-true", "logger=none", "scorer=[msp,sml]", *TINY,
+            "data.batch_size=2"]
+    proc = run(args, tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (results_file,) = list((tmp_path / "outputs" / "train" / "runs").glob("*/results.json"))
+    results = json.loads(results_file.read_text())
+    assert results["status"] == "completed" and "test/sml/auroc" in results["metrics"]
+    (entry,) = list((tmp_path / "outputs" / "models").iterdir())
+    assert (entry / "DONE.json").is_file()
+    assert "It is recommended to use `self.log(" not in proc.stderr + proc.stdout

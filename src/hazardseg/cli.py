@@ -40,6 +40,10 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
 
 
 def _write_failure(cfg: DictConfig, message: str) -> None:
+    from hazardseg.store import launch_rank
+
+    if launch_rank() != 0:
+        return
     try:
         out = Path(cfg.paths.output_dir)
     except Exception:  # config too broken to know where the run dir is

@@ -125,7 +125,7 @@ class Segmenter(L.LightningModule):
             anomaly.update({f"test/{name}/{key}": value for key, value in pooled.items()})
             anomaly.update({f"test/{name}/per_image/{key}": value for key, value in per_image.items()})
         if anomaly:
-            self.log_dict(anomaly)
+            self.log_dict(anomaly, sync_dist=True)  # values are already reduced; averaging equal values is a no-op
         self.test_results = {**results, **anomaly}
 
     # ------------------------------------------------------------------ optimisation
@@ -190,8 +190,9 @@ class Segmenter(L.LightningModule):
         results = {f"{prefix}miou": float(torch.nanmean(iou)), f"{prefix}pixel_acc": float(values[f"{prefix}pixel_acc"])}
         for name, value in zip(self.class_names, iou.tolist()):
             results[f"{prefix}iou/{name}"] = value
-        self.log(f"{prefix}miou", results[f"{prefix}miou"], prog_bar=True)
-        self.log_dict({k: v for k, v in results.items() if k != f"{prefix}miou" and not math.isnan(v)})
+        # compute() already reduced the states across ranks, so sync_dist only averages equal values.
+        self.log(f"{prefix}miou", results[f"{prefix}miou"], prog_bar=True, sync_dist=True)
+        self.log_dict({k: v for k, v in results.items() if k != f"{prefix}miou" and not math.isnan(v)}, sync_dist=True)
         return results
 
     def _compute_anomaly(self, metric, name: str) -> dict[str, float]:

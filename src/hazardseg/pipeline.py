@@ -21,7 +21,7 @@ from hazardseg.io import atomic_path, atomic_torch_save, atomic_write_json, atom
 from hazardseg.loggers import build_loggers, finish_loggers, log_panels, log_summary
 from hazardseg.module import Segmenter
 from hazardseg.scorers import build_scorers
-from hazardseg.store import ModelEntry, config_hash, file_sha256, training_config
+from hazardseg.store import ModelEntry, config_hash, file_sha256, launch_rank, training_config
 
 ANOMALY_KEYS = ("aupr", "auroc", "fpr95")
 
@@ -101,7 +101,7 @@ def recorded(results: dict[str, Any], cfg: DictConfig, loggers: list, started: f
         results["wandb_sync"] = finish_loggers(loggers, failed=failed)
         for command in results["wandb_sync"]:
             print(f"[hazardseg] W&B run logged offline; to upload it: {command}", flush=True)
-        if not failed:
+        if not failed and launch_rank() == 0:  # DDP ranks > 0 share rank 0's run folder
             write_results(Path(cfg.paths.output_dir), results)
 
 
@@ -120,8 +120,9 @@ def fit_or_reuse(cfg, module, datamodule, loggers, entry: ModelEntry, results: d
             print(f"[hazardseg] reusing trained model {entry.hash} ({entry.best_ckpt}); set reuse=false to retrain", flush=True)
             results.update(reused_checkpoint=True, checkpoint=str(entry.best_ckpt), trained=entry.finished_info())
             return build_trainer(cfg.trainer, loggers, [], ckpt_dir=None), entry.best_ckpt
-        entry.clear_finished()
-        entry.write_config(module.checkpoint_meta["config"])
+        if launch_rank() == 0:
+            entry.clear_finished()
+            entry.write_config(module.checkpoint_meta["config"])
         callbacks.append(PreemptionCheckpoint(entry.last_ckpt))
         trainer = build_trainer(cfg.trainer, loggers, callbacks, ckpt_dir=entry.ckpt_dir)
         resume_from = resolve_resume(cfg, entry, module)
@@ -130,7 +131,8 @@ def fit_or_reuse(cfg, module, datamodule, loggers, entry: ModelEntry, results: d
         best = Path(trainer.checkpoint_callback.best_model_path or entry.last_ckpt)
         info = {"best_ckpt": str(best), "best_val_miou": _float(trainer.checkpoint_callback.best_model_score),
                 "epochs": trainer.current_epoch, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        entry.mark_finished(info)
+        if launch_rank() == 0:
+            entry.mark_finished(info)
     results.update(reused_checkpoint=False, checkpoint=str(best), trained=info)
     return trainer, best
 

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -38,6 +39,14 @@ def training_config(cfg: DictConfig) -> dict[str, Any]:
         if isinstance(container.get(group), dict):
             container[group] = {k: v for k, v in container[group].items() if k not in keys}
     return container
+
+
+def launch_rank() -> int:
+    """Global rank of this process as set by the DDP launcher (Lightning, torchrun, SLURM); 0 otherwise."""
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
 
 
 def config_hash(obj: Any, length: int = 12) -> str:
@@ -90,7 +99,14 @@ class ModelEntry:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Exclusive per-model lock; released by the OS even if the process is SIGKILLed."""
+        """Exclusive per-model lock; released by the OS even if the process is SIGKILLed.
+
+        Only the launching process (global rank 0) locks: with DDP, Lightning re-runs the script for the
+        other ranks while rank 0 holds the lock inside ``fit``, so their waiting would deadlock the job.
+        """
+        if launch_rank() != 0:
+            yield
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / ".lock", "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)

@@ -91,8 +91,8 @@ def format_distribution(report: dict[str, Any]) -> str:
     splits = list(report)
     names = list(next(iter(report.values()))["per_class"])
     extra_vals = sorted({v for r in report.values() for v in r["extra"]})
-    anomaly = {r.get("anomaly_index") for r in report.values()}
-    extra_labels = {v: f"anomaly ({v})" if v in anomaly else f"value {v}" for v in extra_vals}
+    anomaly = {str(r.get("anomaly_index")) for r in report.values()}  # str: JSON round-trips turn keys into str
+    extra_labels = {v: f"anomaly ({v})" if str(v) in anomaly else f"value {v}" for v in extra_vals}
     width = max(len(n) for n in [*names, *extra_labels.values(), "class"]) + 2
     lines = ["class".ljust(width) + "".join(f"{s:>10}" for s in splits)]
     for n in names:
