@@ -50,6 +50,14 @@ def test_scorer_multirun_trains_once_and_logs_wandb_offline(tmp_path):
     assert [r["status"] for r in rows] == ["completed", "completed"]
     assert rows[1]["reused_checkpoint"] == "True"
 
+    # A scorer sweep over the saved checkpoint with eval.py.
+    proc = run([str(REPO / "eval.py"), "-m", "scorer=entropy,energy", f"ckpt_path={jobs[0]['checkpoint']}",
+                "logger=none", "trainer.enable_progress_bar=false"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    evals = [json.loads((sweep_dir(tmp_path, "eval") / str(i) / "results.json").read_text()) for i in (0, 1)]
+    assert "test/entropy/aupr" in evals[0]["metrics"] and "test/energy/aupr" in evals[1]["metrics"]
+    assert evals[0]["metrics"]["test/miou"] == pytest.approx(jobs[0]["metrics"]["test/miou"], abs=1e-6)
+
 
 def test_failed_job_does_not_stop_the_sweep(tmp_path):
     proc = run([str(REPO / "train.py"), "-m", "optim.optimizer.lr=-1,1e-3", "logger=none", "trainer=debug", *TINY_DATA], tmp_path)
