@@ -42,7 +42,7 @@ from hazardseg.data.streethazards import StreetHazardsDataModule
 from hazardseg.errors import ConfigError, DataError
 
 GENERATOR_VERSION = 1
-DEFAULTS = {"n_train": 200, "n_val": 40, "n_test": 40, "width": 320, "height": 180, "seed": 0}
+DEFAULTS = {"n_train": 160, "n_val": 40, "n_test": 40, "width": 320, "height": 180, "seed": 0}
 
 # raw StreetHazards label values (1..14)
 UNLABELED, BUILDING, FENCE, OTHER, PEDESTRIAN, POLE, ROAD_LINE, ROAD, SIDEWALK, VEGETATION, CAR, WALL, SIGN, ANOMALY = range(1, 15)
