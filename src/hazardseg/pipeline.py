@@ -127,7 +127,8 @@ def fit_or_reuse(cfg, module, datamodule, loggers, entry: ModelEntry, results: d
         trainer = build_trainer(cfg.trainer, loggers, callbacks, ckpt_dir=entry.ckpt_dir)
         resume_from = resolve_resume(cfg, entry, module)
         results["resumed_from"] = str(resume_from) if resume_from else None
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        # weights_only: resuming never unpickles arbitrary objects (our checkpoints hold only tensors and primitives).
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         best = Path(trainer.checkpoint_callback.best_model_path or entry.last_ckpt)
         info = {"best_ckpt": str(best), "best_val_miou": _float(trainer.checkpoint_callback.best_model_score),
                 "epochs": trainer.current_epoch, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
