@@ -72,3 +72,16 @@ def test_data_config_instantiates_tiny_synthetic(make_cfg):
     dm = instantiate(cfg.data)
     assert dm.num_classes == cfg.data.num_classes == 13
     assert dm.anomaly_index == 13
+
+
+@pytest.mark.parametrize("option", options("experiment"))
+def test_experiment_presets_build_their_model(make_cfg, option):
+    """Presets need real data and downloaded weights to train; their network must still build."""
+    from hazardseg.pipeline import build_net
+
+    cfg = make_cfg([f"experiment={option}", "model.encoder_weights=null"])
+    loss = instantiate(cfg.loss)
+    net = build_net(cfg.model, with_aux=loss.uses_aux).train()
+    out = net(torch.randn(2, 3, 64, 64))
+    assert out["logits"].shape == (2, cfg.data.num_classes, 64, 64)
+    assert ("aux_logits" in out) == loss.uses_aux
