@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from hazardseg.errors import ConfigError
 
@@ -137,6 +137,3 @@ def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
     except OSError:
         return False
 
-
-def plain_config(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)

@@ -10,8 +10,8 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+from hazardseg.data.transforms import denormalize
+
 COLUMNS = ("input", "ground truth", "prediction", "overlay", "confidence", "error", "anomaly score")
 HEADER = 14  # pixels of caption strip above the panel
 
@@ -48,7 +48,7 @@ def prediction_panel(
     if anomaly_index is not None:
         valid &= mask != anomaly_index
     miou = per_image_miou(pred, mask, num_classes, valid)
-    rgb = _denormalize(image)
+    rgb = (denormalize(image.float()).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
     gt = mask.clone()
     if anomaly_index is not None:
         gt[mask == anomaly_index] = num_classes
@@ -65,11 +65,6 @@ def prediction_panel(
         columns.append(_grey((a - a.min()) / max(float(a.max() - a.min()), 1e-12)))
     row = np.concatenate(columns, axis=1)
     return _caption(row, f"{name}  mIoU {100 * miou:.1f}%  |  " + " | ".join(COLUMNS[: len(columns)])), miou
-
-
-def _denormalize(image: Tensor) -> np.ndarray:
-    x = image.float().permute(1, 2, 0).numpy() * IMAGENET_STD + IMAGENET_MEAN
-    return (x.clip(0, 1) * 255).astype(np.uint8)
 
 
 def _grey(values: np.ndarray) -> np.ndarray:

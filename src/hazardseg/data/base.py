@@ -44,6 +44,14 @@ class Item:
     name: str  # relative path of the image, unique within the split
 
 
+def skip_or_raise(message: str, key: str, skip: bool, missing: dict[str, str] | None) -> None:
+    """A listed sample is unusable: raise DataError, or (``skip_bad_samples``) record it under ``key``."""
+    if not skip:
+        raise DataError(message)
+    if missing is not None:
+        missing[key] = message
+
+
 def load_rgb(path: Path, hint: str = "") -> np.ndarray:
     """Decode an image file to (H,W,3) uint8 RGB; corrupt/truncated files raise DataError."""
     try:

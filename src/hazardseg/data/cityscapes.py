@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from hazardseg.data.base import Item, SegmentationDataModule, SegmentationDataset, check_values
+from hazardseg.data.base import Item, SegmentationDataModule, SegmentationDataset, check_values, skip_or_raise
 from hazardseg.errors import ConfigError, DataError
 
 # (name, labelId, trainId) from cityscapesScripts/cityscapesscripts/helpers/labels.py
@@ -68,9 +68,7 @@ class CityscapesDataset(SegmentationDataset):
             seg = self.root / "gtFine" / split / img.parent.name / f"{stem}_gtFine_{label_type}.png"
             if not seg.is_file():
                 msg = f"{img}: annotation {seg} not found; extract gtFine_trainvaltest.zip into data.root (or set data.label_type)"
-                if not skip_bad_samples:
-                    raise DataError(msg)
-                missing[str(img)] = msg
+                skip_or_raise(msg, str(img), skip_bad_samples, missing)
                 continue
             items.append(Item(img, seg, img.relative_to(self.root).as_posix()))
         if not items:

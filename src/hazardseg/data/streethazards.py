@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from hazardseg.data.base import Item, SegmentationDataModule, SegmentationDataset, check_values
+from hazardseg.data.base import Item, SegmentationDataModule, SegmentationDataset, check_values, skip_or_raise
 from hazardseg.errors import ConfigError, DataError
 
 CLASS_NAMES = (
@@ -121,9 +121,7 @@ class StreetHazardsDataset(SegmentationDataset):
                 for f in (img, seg):
                     if not f.is_file():
                         msg = f"{f}: listed in {odgt_path} but missing; re-extract the dataset or use a matching odgt (or index=scan)"
-                        if not skip_bad_samples:
-                            raise DataError(msg)
-                        missing[str(img)] = msg
+                        skip_or_raise(msg, str(img), skip_bad_samples, missing)
                         break
                 else:
                     items.append(Item(img, seg, Path(e["fpath_img"]).as_posix()))
@@ -156,10 +154,7 @@ class StreetHazardsDataset(SegmentationDataset):
                     seg = alt
                 else:
                     msg = f"{img}: no annotation at {seg}; every image needs an annotation with the same relative name"
-                    if not skip_bad_samples:
-                        raise DataError(msg)
-                    if missing is not None:
-                        missing[str(img)] = msg
+                    skip_or_raise(msg, str(img), skip_bad_samples, missing)
                     continue
             items.append(Item(img, seg, rel.as_posix()))
         return items

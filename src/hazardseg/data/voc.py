@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from hazardseg.data.base import Item, SegmentationDataModule, SegmentationDataset, check_values
+from hazardseg.data.base import Item, SegmentationDataModule, SegmentationDataset, check_values, skip_or_raise
 from hazardseg.errors import ConfigError, DataError
 
 CLASS_NAMES = (
@@ -63,9 +63,7 @@ class VOCDataset(SegmentationDataset):
             bad = next((f for f in (img, seg) if not f.is_file()), None)
             if bad is not None:
                 msg = f"{bad}: listed in {list_file} but missing; re-extract the VOC tarball"
-                if not skip_bad_samples:
-                    raise DataError(msg)
-                missing[str(img)] = msg
+                skip_or_raise(msg, str(img), skip_bad_samples, missing)
                 continue
             items.append(Item(img, seg, f"JPEGImages/{name}.jpg"))
         if not items:
