@@ -124,6 +124,7 @@ def test_ddp_two_cpu_processes_train_and_test(tmp_path):
     (results_file,) = list((tmp_path / "outputs" / "train" / "runs").glob("*/results.json"))
     results = json.loads(results_file.read_text())
     assert results["status"] == "completed" and "test/sml/auroc" in results["metrics"]
-    (entry,) = list((tmp_path / "outputs" / "models").iterdir())
+    (entry,) = [p for p in (tmp_path / "outputs" / "models").iterdir() if p.name != "scorer_stats"]
     assert (entry / "DONE.json").is_file()
+    assert len(list((tmp_path / "outputs" / "models" / "scorer_stats").glob("sml-*.pt"))) == 1  # fitted once, by rank 0's cache
     assert "It is recommended to use `self.log(" not in proc.stderr + proc.stdout

@@ -91,18 +91,18 @@ def test_sigterm_writes_a_checkpoint_before_exiting(tmp_path):
 
 
 def test_nan_loss_stops_naming_step_and_keeps_checkpoint(make_cfg, monkeypatch):
-    from hazardseg.losses import SegmentationLoss
+    from hazardseg.losses import CompositeLoss
 
-    original, calls = SegmentationLoss.forward, {"n": 0}
+    original, calls = CompositeLoss.forward, {"n": 0}
 
-    def diverging(self, outputs, target):
-        terms = original(self, outputs, target)
+    def diverging(self, outputs, batch):
+        terms = original(self, outputs, batch)
         calls["n"] += 1
         if calls["n"] > 2:  # epoch 0 (2 steps) is fine, epoch 1 diverges
             terms["loss"] = terms["loss"] * float("nan")
         return terms
 
-    monkeypatch.setattr(SegmentationLoss, "forward", diverging)
+    monkeypatch.setattr(CompositeLoss, "forward", diverging)
     cfg = make_cfg([*TINY_DATA, "trainer.max_epochs=3", "trainer.enable_progress_bar=false", "logger=none",
                     "model.decoder_channels=16"])
     with pytest.raises(NonFiniteLossError) as err:

@@ -1,11 +1,13 @@
-"""Experiment loggers from ``cfg.logger``: W&B (online when possible, offline otherwise), CSV, none.
+"""Experiment loggers. ``conf/logger/*.yaml`` instantiate Lightning loggers; W&B gets a subclass that
+resolves ``mode=auto`` and closes its run per job.
 
 W&B pitfalls handled here:
 - Lightning's ``WandbLogger(offline=True)`` sets ``WANDB_MODE`` process-wide, which leaks into later
   multirun jobs; we pass ``mode=`` to ``wandb.init`` instead.
 - No account or no network must never hang: ``mode=auto`` picks offline unless credentials exist and
   the server answers within 3 s, and ``init_timeout`` bounds the rest.
-- One W&B run per job: ``finish_loggers`` calls ``wandb.finish()`` (also after a failed job).
+- One W&B run per job: :func:`close_loggers` finishes it (also after a failed job). Lightning's own
+  ``finalize`` runs after ``fit`` and must not end the run before the test metrics arrive.
 """
 
 from __future__ import annotations
@@ -17,25 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from omegaconf import DictConfig
+from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 
 from hazardseg.errors import ConfigError
-
-KNOWN_LOGGERS = ("wandb", "csv")
-
-
-def build_loggers(logger_cfg: DictConfig | None, run_dir: Path, run_name: str, group: str | None, config: dict) -> list:
-    loggers = []
-    for name, opts in (logger_cfg or {}).items():
-        if name == "wandb":
-            loggers.append(wandb_logger(opts, run_dir, run_name, group, config))
-        elif name == "csv":
-            from lightning.pytorch.loggers import CSVLogger
-
-            loggers.append(CSVLogger(save_dir=str(run_dir), name=opts.get("name", "csv"), version=""))
-        else:
-            raise ConfigError(f"logger.{name}: unknown logger. Fix: logger=wandb|csv|none|all.")
-    return loggers
 
 
 def wandb_mode(requested: str) -> str:
@@ -51,73 +37,78 @@ def wandb_mode(requested: str) -> str:
     return "online" if _reachable(host, urlparse(base_url).port or 443) else "offline"
 
 
-def wandb_logger(opts: DictConfig, run_dir: Path, run_name: str, group: str | None, config: dict):
-    from lightning.pytorch.loggers import WandbLogger
-    import wandb
+class WandbLogger(_LightningWandbLogger):
+    """Lightning's WandbLogger with ``mode: auto``, a default run name / sweep group from Hydra, and
+    helpers the callbacks use (``log_curves``); ``close`` finishes the run."""
 
-    mode = wandb_mode(str(opts.get("mode", "auto")))
-    if mode not in ("online", "offline", "disabled", "shared"):
-        raise ConfigError(f"logger.wandb.mode={mode!r}: Fix: one of auto, online, offline, disabled.")
-    logger = WandbLogger(
-        project=opts.get("project", "hazardseg"),
-        entity=opts.get("entity"),
-        name=run_name,
-        group=opts.get("group") or group,
-        save_dir=str(run_dir),
-        log_model=bool(opts.get("log_model", False)) and mode == "online",
-        config=config,
-        mode=mode,
-        settings=wandb.Settings(init_timeout=float(opts.get("init_timeout", 60)), silent=True),
-        reinit="finish_previous",
-    )
-    logger.hazardseg_mode = mode
-    return logger
-
-
-def finish_loggers(loggers: list, failed: bool = False) -> list[str]:
-    """Close every logger (one W&B run per job); return the `wandb sync` commands for offline runs."""
-    messages = []
-    for logger in loggers:
-        if type(logger).__name__ == "WandbLogger" and logger._experiment is not None:
-            run = logger.experiment
-            if getattr(logger, "hazardseg_mode", "") == "offline" and getattr(run, "dir", None):
-                messages.append(f"wandb sync {Path(run.dir).parent}")
-            run.finish(exit_code=1 if failed else 0)
-        elif hasattr(logger, "finalize"):
-            logger.finalize("failed" if failed else "success")
-    return messages
-
-
-def log_summary(loggers: list, results: dict[str, Any], curves: dict[str, dict], table_rows: list[dict]) -> None:
-    """Final metrics as W&B summary, the scorer x metric table, and PR/ROC curves as W&B line plots."""
-    for logger in loggers:
-        if type(logger).__name__ != "WandbLogger":
-            if hasattr(logger, "log_metrics"):
-                logger.log_metrics({k: v for k, v in results.items() if isinstance(v, (int, float))})
-            continue
+    def __init__(self, project: str = "hazardseg", mode: str = "auto", name: str | None = None, group: str | None = None,
+                 save_dir: str = ".", init_timeout: float = 60, log_model: bool = False, **kwargs: Any):
         import wandb
 
-        run = logger.experiment
-        run.summary.update({k: v for k, v in results.items() if isinstance(v, (int, float, str))})
-        if table_rows:
-            columns = list(table_rows[0])
-            run.log({"test/scorers": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in table_rows])})
-        for name, curve in curves.items():
-            pr = wandb.Table(columns=["recall", "precision"], data=list(zip(curve["recall"].tolist(), curve["precision"].tolist())))
-            roc = wandb.Table(columns=["fpr", "tpr"], data=list(zip(curve["fpr"].tolist(), curve["tpr"].tolist())))
-            run.log({
-                f"test/{name}/pr_curve": wandb.plot.line(pr, "recall", "precision", title=f"PR curve ({name})"),
-                f"test/{name}/roc_curve": wandb.plot.line(roc, "fpr", "tpr", title=f"ROC curve ({name})"),
-            })
+        mode = wandb_mode(str(mode))
+        if mode not in ("online", "offline", "disabled", "shared"):
+            raise ConfigError(f"logger.wandb.mode={mode!r}: Fix: one of auto, online, offline, disabled.")
+        self.mode = mode
+        super().__init__(
+            project=project, name=name or hydra_run_name(), group=group or hydra_sweep_group(), save_dir=save_dir,
+            log_model=bool(log_model) and mode == "online", mode=mode, reinit="finish_previous",
+            settings=wandb.Settings(init_timeout=float(init_timeout), silent=True), **kwargs,
+        )
+
+    def log_curves(self, prefix: str, curves: dict) -> None:
+        """PR and ROC curves (``AnomalyMetrics.curves()``) as W&B line plots."""
+        import wandb
+
+        pr = wandb.Table(columns=["recall", "precision"], data=list(zip(curves["recall"].tolist(), curves["precision"].tolist())))
+        roc = wandb.Table(columns=["fpr", "tpr"], data=list(zip(curves["fpr"].tolist(), curves["tpr"].tolist())))
+        self.experiment.log({
+            f"{prefix}/pr_curve": wandb.plot.line(pr, "recall", "precision", title=f"PR curve ({prefix})"),
+            f"{prefix}/roc_curve": wandb.plot.line(roc, "fpr", "tpr", title=f"ROC curve ({prefix})"),
+        })
+
+    def close(self, failed: bool = False) -> str | None:
+        """Finish the run; return the ``wandb sync`` command of an offline run."""
+        if self._experiment is None:
+            return None
+        run = self.experiment
+        command = f"wandb sync {Path(run.dir).parent}" if self.mode == "offline" and getattr(run, "dir", None) else None
+        run.finish(exit_code=1 if failed else 0)
+        return command
 
 
-def log_panels(loggers: list, panels: list) -> None:
-    """Qualitative test panels (Input | GT | Pred | Overlay | Confidence | Error | Anomaly) as W&B images."""
+def close_loggers(loggers: list, failed: bool = False) -> list[str]:
+    """Close every logger (one W&B run per job); return the `wandb sync` commands for offline runs."""
+    commands = []
     for logger in loggers:
-        if type(logger).__name__ == "WandbLogger" and panels:
-            import wandb
+        if hasattr(logger, "close"):
+            command = logger.close(failed=failed)
+            if command:
+                commands.append(command)
+        else:
+            logger.finalize("failed" if failed else "success")
+    return commands
 
-            logger.experiment.log({"test/panels": [wandb.Image(p, caption=f"{n} mIoU {100 * m:.1f}%") for n, p, m in panels]})
+
+def hydra_run_name() -> str | None:
+    """``<task>[<command-line overrides>]`` of the current Hydra job, e.g. ``train[loss=ce+aux]``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    overrides = ",".join(o for o in hc.overrides.task if not o.startswith(("logger", "hydra")))
+    return f"{hc.job.name}[{overrides}]" if overrides else hc.job.name
+
+
+def hydra_sweep_group() -> str | None:
+    """Jobs of one multirun share a W&B group named after the sweep folder."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
 
 
 def _has_wandb_credentials(host: str) -> bool:
@@ -136,4 +127,3 @@ def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
-

@@ -1,4 +1,9 @@
-"""What ``train.py`` and ``eval.py`` do, as plain functions of a composed Hydra config."""
+"""What ``train.py`` and ``eval.py`` do, as plain functions of a composed Hydra config.
+
+The pipeline only assembles and orders: data, network, loss, scorers, loggers and callbacks are all
+``_target_`` entries of their config groups; evaluation work (scorer fitting, metrics, panels) runs
+inside the Trainer's callbacks and its results come back from ``Trainer.test``.
+"""
 
 from __future__ import annotations
 
@@ -12,18 +17,17 @@ from typing import Any, Iterator
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from hazardseg.callbacks import scorer_rows
 from hazardseg.config import instantiate
-from hazardseg.callbacks import AtomicCheckpointIO, PreemptionCheckpoint, RNGStateCheckpoint
 from hazardseg.errors import ConfigError
-from hazardseg.io import atomic_path, atomic_torch_save, atomic_write_json, atomic_write_text
-from hazardseg.loggers import build_loggers, finish_loggers, log_panels, log_summary
+from hazardseg.instantiators import instantiate_callbacks, instantiate_loggers
+from hazardseg.io import atomic_write_json, atomic_write_text
+from hazardseg.loggers import close_loggers
 from hazardseg.module import Segmenter
 from hazardseg.scorers import build_scorers
-from hazardseg.store import ModelEntry, config_hash, file_sha256, launch_rank, training_config
-
-ANOMALY_KEYS = ("aupr", "auroc", "fpr95")
+from hazardseg.store import ModelEntry, config_hash, launch_rank, training_config
 
 
 # ---------------------------------------------------------------------------- entry points
@@ -31,30 +35,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (or reuse / resume) the model described by ``cfg``, then test it with every scorer."""
     started = time.time()
     L.seed_everything(cfg.seed, workers=True)
-    run_dir = Path(cfg.paths.output_dir)
+    entry = ModelEntry(cfg.paths.model_store, config_hash(training_config(cfg)))
+    with open_dict(cfg):
+        cfg.paths.model_dir = str(entry.dir)  # where the checkpoint callbacks write
     datamodule = instantiate(cfg.data, key="data")
-    loss = instantiate(cfg.loss, key="loss")
-    train_cfg = training_config(cfg)
-    entry = ModelEntry(cfg.paths.model_store, config_hash(train_cfg))
-    meta = {"config": train_cfg, "train_hash": entry.hash}
-    module = Segmenter(
-        net=build_net(cfg.model, with_aux=loss.uses_aux),
-        loss=loss,
-        optim=OmegaConf.to_container(cfg.optim, resolve=True),
-        scorers=build_scorers(cfg.get("scorer")),
-        checkpoint_meta=meta,
-        **dataset_info(datamodule),
-    )
-    loggers = build_loggers(cfg.get("logger"), run_dir, run_name(cfg), sweep_group(), _plain(cfg))
+    module = build_module(cfg, cfg, datamodule, {"config": training_config(cfg), "train_hash": entry.hash})
     results: dict[str, Any] = {"task": "train", "train_hash": entry.hash}
+    loggers = instantiate_loggers(cfg.logger)
     with recorded(results, cfg, loggers, started):
         if cfg.eval.get("class_distribution", True):
             results["class_distribution"] = class_report(datamodule, entry)
-        trainer, ckpt = fit_or_reuse(cfg, module, datamodule, loggers, entry, results)
+        trainer = build_trainer(cfg, loggers)
+        ckpt = fit_or_reuse(cfg, trainer, module, datamodule, entry, results)
         if cfg.get("test_after_fit", True):
             if ckpt is not None:
                 load_net_weights(module, ckpt)
-            results.update(test(cfg, module, datamodule, trainer, ckpt, loggers))
+            results.update(test(trainer, module, datamodule))
     return results
 
 
@@ -67,21 +63,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     train_cfg = OmegaConf.create(meta["config"])
     data_cfg = OmegaConf.merge(train_cfg.data, cfg.get("data") or {})
     datamodule = instantiate(data_cfg, key="data")
-    module = Segmenter(
-        net=build_net(train_cfg.model, with_aux=False),
-        loss=instantiate(train_cfg.loss, key="loss"),
-        optim=OmegaConf.to_container(train_cfg.optim, resolve=True),
-        scorers=build_scorers(cfg.get("scorer")),
-        checkpoint_meta=meta,
-        **dataset_info(datamodule),
-    )
+    module = build_module(train_cfg, cfg, datamodule, meta)
     load_net_weights(module, ckpt)
-    run_dir = Path(cfg.paths.output_dir)
-    loggers = build_loggers(cfg.get("logger"), run_dir, run_name(cfg), sweep_group(), _plain(cfg))
     results: dict[str, Any] = {"task": "eval", "checkpoint": str(ckpt), "train_hash": meta.get("train_hash")}
+    loggers = instantiate_loggers(cfg.logger)
     with recorded(results, cfg, loggers, started):
-        trainer = build_trainer(cfg.trainer, loggers, callbacks=[], ckpt_dir=None)
-        results.update(test(cfg, module, datamodule, trainer, ckpt, loggers))
+        results.update(test(build_trainer(cfg, loggers), module, datamodule))
     return results
 
 
@@ -91,6 +78,8 @@ def recorded(results: dict[str, Any], cfg: DictConfig, loggers: list, started: f
     A failed run's results.json is written by the entry point with the error message."""
     results["status"] = "running"
     failed = True
+    for logger in loggers:
+        logger.log_hyperparams(_plain(cfg))
     try:
         yield
         results["status"] = "completed"
@@ -98,33 +87,66 @@ def recorded(results: dict[str, Any], cfg: DictConfig, loggers: list, started: f
     finally:
         results["wall_time_s"] = round(time.time() - started, 1)
         results["config"] = _plain(cfg)
-        results["wandb_sync"] = finish_loggers(loggers, failed=failed)
+        results["wandb_sync"] = close_loggers(loggers, failed=failed)
         for command in results["wandb_sync"]:
             print(f"[hazardseg] W&B run logged offline; to upload it: {command}", flush=True)
         if not failed and launch_rank() == 0:  # DDP ranks > 0 share rank 0's run folder
             write_results(Path(cfg.paths.output_dir), results)
 
 
-# ---------------------------------------------------------------------------- training
-def fit_or_reuse(cfg, module, datamodule, loggers, entry: ModelEntry, results: dict):
-    """Return (trainer, best checkpoint or None). Holds the model's lock while training."""
-    callbacks = [RNGStateCheckpoint()]
-    fast_dev_run = bool(cfg.trainer.get("fast_dev_run", False))
-    if fast_dev_run:  # smoke runs write no checkpoints and never enter the model store
-        trainer = build_trainer(cfg.trainer, loggers, callbacks, ckpt_dir=None)
+# ---------------------------------------------------------------------------- building blocks
+def build_module(train_cfg: DictConfig, run_cfg: DictConfig, datamodule, meta: dict[str, Any]) -> Segmenter:
+    """The LightningModule from the *training* config (network, loss, optimiser) and the run's scorers."""
+    net = instantiate(train_cfg.model, key="model")
+    loss = instantiate(train_cfg.loss, key="loss")
+    check_loss_outputs(loss, net)
+    return Segmenter(
+        net=net,
+        loss=loss,
+        optim=OmegaConf.to_container(train_cfg.optim, resolve=True),
+        scorers=build_scorers(run_cfg.get("scorer")),
+        checkpoint_meta=meta,
+        num_classes=datamodule.num_classes,
+        ignore_index=datamodule.ignore_index,
+        anomaly_index=datamodule.anomaly_index,
+        class_names=list(datamodule.class_names),
+    )
+
+
+def check_loss_outputs(loss, net) -> None:
+    """Every loss term must read an output the network produces in training (a one-line error at start)."""
+    available = net.output_names(training=True)
+    for term, output in getattr(loss, "required_outputs", {}).items():
+        if output not in available:
+            raise ConfigError(
+                f"loss.terms.{term} reads the network output '{output}', but the model has no such head "
+                f"(outputs: {sorted(available - {'feature_stride'})}). Fix: add model.heads.{output}, or use a loss option that adds it."
+            )
+
+
+def build_trainer(cfg: DictConfig, loggers: list) -> L.Trainer:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)
+    return instantiate(cfg.trainer, key="trainer", logger=loggers or False, callbacks=callbacks,
+                       enable_checkpointing=checkpointing, default_root_dir=cfg.paths.output_dir)
+
+
+def fit_or_reuse(cfg, trainer: L.Trainer, module, datamodule, entry: ModelEntry, results: dict) -> Path | None:
+    """Train, resume or reuse; return the best checkpoint (None for smoke runs). Holds the model's lock."""
+    if trainer.fast_dev_run:  # smoke runs write no checkpoints and never enter the model store
         trainer.fit(module, datamodule=datamodule)
         results.update(reused_checkpoint=False, checkpoint=None)
-        return trainer, None
+        return None
     with entry.lock():
         if cfg.get("reuse", True) and entry.is_finished() and cfg.get("ckpt_path") is None:
             print(f"[hazardseg] reusing trained model {entry.hash} ({entry.best_ckpt}); set reuse=false to retrain", flush=True)
             results.update(reused_checkpoint=True, checkpoint=str(entry.best_ckpt), trained=entry.finished_info())
-            return build_trainer(cfg.trainer, loggers, [], ckpt_dir=None), entry.best_ckpt
+            return entry.best_ckpt
         if launch_rank() == 0:
             entry.clear_finished()
             entry.write_config(module.checkpoint_meta["config"])
-        callbacks.append(PreemptionCheckpoint(entry.last_ckpt))
-        trainer = build_trainer(cfg.trainer, loggers, callbacks, ckpt_dir=entry.ckpt_dir)
         resume_from = resolve_resume(cfg, entry, module)
         results["resumed_from"] = str(resume_from) if resume_from else None
         # weights_only: resuming never unpickles arbitrary objects (our checkpoints hold only tensors and primitives).
@@ -135,7 +157,7 @@ def fit_or_reuse(cfg, module, datamodule, loggers, entry: ModelEntry, results: d
         if launch_rank() == 0:
             entry.mark_finished(info)
     results.update(reused_checkpoint=False, checkpoint=str(best), trained=info)
-    return trainer, best
+    return best
 
 
 def class_report(datamodule, entry: ModelEntry) -> dict[str, Any]:
@@ -174,121 +196,16 @@ def resolve_resume(cfg, entry: ModelEntry, module: Segmenter) -> str | None:
     return None
 
 
-def build_trainer(trainer_cfg: DictConfig, loggers: list, callbacks: list, ckpt_dir: Path | None) -> L.Trainer:
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-
-    callbacks = list(callbacks)
-    if ckpt_dir is not None:
-        callbacks.append(ModelCheckpoint(
-            dirpath=ckpt_dir, filename="best", monitor="val/miou", mode="max", save_top_k=1,
-            save_last=True, enable_version_counter=False, auto_insert_metric_name=False,
-        ))
-    if trainer_cfg.get("enable_progress_bar", True):
-        callbacks.append(RichProgressBar(leave=True))
-    return instantiate(
-        trainer_cfg, key="trainer", logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
-        enable_checkpointing=ckpt_dir is not None, default_root_dir=str(ckpt_dir or "."),
-    )
-
-
 # ---------------------------------------------------------------------------- testing
-def test(cfg, module: Segmenter, datamodule, trainer: L.Trainer, ckpt: Path | None, loggers: list) -> dict[str, Any]:
-    """Fit scorer statistics if needed (cached per checkpoint), run the test split, collect results."""
-    fit_scorers(cfg, module, datamodule, ckpt, device=trainer.strategy.root_device)
-    module.num_panels = int(cfg.eval.get("panels", 0))
-    module.per_image = bool(cfg.eval.get("per_image", True))
-    trainer.test(module, datamodule=datamodule, verbose=False)
-    metrics = module.test_results
-    rows = scorer_rows(metrics, list(module.scorers))
-    log_summary(loggers, metrics, module.test_curves if cfg.eval.get("curves", True) else {}, rows)
-    panel_files = save_panels(Path(cfg.paths.output_dir) / "panels", module.panels)
-    log_panels(loggers, module.panels)
-    return {"metrics": metrics, "scorers": rows, "panels": [str(p) for p in panel_files]}
+def test(trainer: L.Trainer, module: Segmenter, datamodule) -> dict[str, Any]:
+    """Run the test split; the callbacks fit scorer statistics, compute anomaly metrics and save panels."""
+    (metrics,) = trainer.test(module, datamodule=datamodule, verbose=False) or [{}]
+    metrics = {k: float(v) for k, v in metrics.items()}
+    panels = next((c.files for c in trainer.callbacks if hasattr(c, "files")), [])
+    return {"metrics": metrics, "scorers": scorer_rows(metrics, list(module.scorers)), "panels": [str(p) for p in panels]}
 
 
-def save_panels(folder: Path, panels: list) -> list[Path]:
-    from PIL import Image
-
-    files = []
-    for i, (name, panel, _) in enumerate(panels):
-        path = folder / f"{i:02d}_{name.replace('/', '_')}"
-        path = path.with_suffix(".png")
-        with atomic_path(path) as tmp:
-            Image.fromarray(panel).save(tmp, format="PNG")
-        files.append(path)
-    return files
-
-
-def fit_scorers(cfg, module: Segmenter, datamodule, ckpt: Path | None, device) -> None:
-    pending = {name: s for name, s in module.scorers.items() if s.requires_fit}
-    if not pending:
-        return
-    fingerprint = file_sha256(ckpt) if ckpt is not None else None
-    for name, scorer in pending.items():
-        stats_file = scorer_stats_path(cfg, ckpt, name, scorer)
-        if stats_file is not None and _load_stats(scorer, stats_file, fingerprint):
-            print(f"[hazardseg] scorer '{name}': reusing statistics {stats_file}", flush=True)
-            continue
-        print(f"[hazardseg] scorer '{name}': fitting statistics on the training split", flush=True)
-        scorer.fit(_training_outputs(module, datamodule, device, cfg.eval.get("fit_batches")))
-        if stats_file is not None:
-            atomic_torch_save({"state_dict": scorer.state_dict(), "checkpoint_sha256": fingerprint}, stats_file)
-
-
-def scorer_stats_path(cfg, ckpt: Path | None, name: str, scorer) -> Path | None:
-    """Statistics live next to the checkpoint, keyed by the scorer's config, fit version and fit subset."""
-    if ckpt is None:
-        return None
-    key = config_hash({
-        "scorer": OmegaConf.to_container(cfg.scorer[name], resolve=True),
-        "fit_version": scorer.fit_version,
-        "fit_batches": cfg.eval.get("fit_batches"),
-    }, 8)
-    return Path(ckpt).parent / "scorer_stats" / f"{Path(ckpt).stem}.{name}-{key}.pt"
-
-
-def _load_stats(scorer, path: Path, fingerprint: str | None) -> bool:
-    if not path.is_file():
-        return False
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("checkpoint_sha256") != fingerprint:  # the model changed: statistics are stale
-        return False
-    scorer.load_state_dict(payload["state_dict"])
-    return True
-
-
-@torch.no_grad()
-def _training_outputs(module: Segmenter, datamodule, device, max_batches: int | None):
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    was_training = module.training
-    module.to(device).eval()
-    try:
-        for i, batch in enumerate(datamodule.fit_dataloader()):
-            if max_batches is not None and i >= max_batches:
-                break
-            out = module(batch["image"].to(device))
-            yield {"logits": out["logits"].float(), "features": out.get("features"), "mask": batch["mask"].to(device)}
-    finally:
-        module.train(was_training)
-
-
-# ---------------------------------------------------------------------------- building blocks
-def build_net(model_cfg: DictConfig, with_aux: bool) -> torch.nn.Module:
-    """Instantiate the network; the aux head exists only when the loss uses it."""
-    overrides = {} if with_aux else {"aux_stage": None}
-    return instantiate(model_cfg, key="model", **overrides)
-
-
-def dataset_info(datamodule) -> dict[str, Any]:
-    return {
-        "num_classes": datamodule.num_classes,
-        "ignore_index": datamodule.ignore_index,
-        "anomaly_index": datamodule.anomaly_index,
-        "class_names": list(datamodule.class_names),
-    }
-
-
+# ---------------------------------------------------------------------------- checkpoints
 def read_checkpoint_meta(ckpt: Path) -> dict[str, Any]:
     if not ckpt.is_file():
         raise ConfigError(f"ckpt_path={ckpt}: file not found. Fix: point ckpt_path to a .ckpt written by train.py (see results.json 'checkpoint').")
@@ -301,7 +218,7 @@ def read_checkpoint_meta(ckpt: Path) -> dict[str, Any]:
 
 def load_net_weights(module: Segmenter, ckpt: Path) -> None:
     """Load only the network weights (safe ``weights_only`` load); a different model is a clear error."""
-    module.net.load_state_dict(matching_net_state(module, ckpt), strict=False)
+    module.net.load_state_dict(matching_net_state(module, ckpt))
 
 
 def matching_net_state(module: Segmenter, ckpt: Path) -> dict[str, torch.Tensor]:
@@ -309,9 +226,8 @@ def matching_net_state(module: Segmenter, ckpt: Path) -> dict[str, torch.Tensor]
     state = _load_checkpoint(Path(ckpt)).get("state_dict", {})
     net_state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
     own = module.net.state_dict()
-    # The aux head is training-only: a checkpoint may have it while the evaluated net does not.
-    missing = [k for k in own if k not in net_state and "aux_head" not in k]
-    unexpected = [k for k in net_state if k not in own and "aux_head" not in k]
+    missing = [k for k in own if k not in net_state]
+    unexpected = [k for k in net_state if k not in own]
     shapes = [k for k in own if k in net_state and own[k].shape != net_state[k].shape]
     if missing or unexpected or shapes:
         detail = f"{len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} shape mismatches (e.g. {(shapes or missing or unexpected)[:2]})"
@@ -319,7 +235,7 @@ def matching_net_state(module: Segmenter, ckpt: Path) -> dict[str, torch.Tensor]
             f"ckpt_path={ckpt}: checkpoint does not match the configured model/class count ({detail}). "
             f"Fix: use the model and data config it was trained with."
         )
-    return {k: v for k, v in net_state.items() if k in own}
+    return net_state
 
 
 def _load_checkpoint(ckpt: Path) -> dict:
@@ -329,19 +245,7 @@ def _load_checkpoint(ckpt: Path) -> dict:
         raise ConfigError(f"ckpt_path={ckpt}: cannot be loaded safely ({type(err).__name__}: {str(err)[:120]}). Fix: use an intact checkpoint written by train.py.") from err
 
 
-def scorer_rows(metrics: dict[str, Any], scorers: list[str]) -> list[dict[str, Any]]:
-    rows = []
-    for name in scorers:
-        row: dict[str, Any] = {"scorer": name}
-        for key in ANOMALY_KEYS:
-            row[key] = metrics.get(f"test/{name}/{key}")
-        for key in ANOMALY_KEYS:
-            row[f"per_image_{key}"] = metrics.get(f"test/{name}/per_image/{key}")
-        row["test_miou"] = metrics.get("test/miou")
-        rows.append(row)
-    return rows
-
-
+# ---------------------------------------------------------------------------- results
 def write_results(run_dir: Path, results: dict[str, Any]) -> None:
     atomic_write_json(run_dir / "results.json", results)
     rows = results.get("scorers") or []
@@ -351,29 +255,6 @@ def write_results(run_dir: Path, results: dict[str, Any]) -> None:
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(run_dir / "scorers.csv", buffer.getvalue())
-
-
-def run_name(cfg: DictConfig) -> str:
-    from hydra.core.hydra_config import HydraConfig
-
-    try:
-        hc = HydraConfig.get()
-        overrides = ",".join(o for o in hc.overrides.task if not o.startswith(("logger", "hydra")))
-        return f"{cfg.task_name}[{overrides}]" if overrides else str(cfg.task_name)
-    except ValueError:
-        return str(cfg.task_name)
-
-
-def sweep_group() -> str | None:
-    """Jobs of one multirun share a W&B group named after the sweep folder."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    try:
-        hc = HydraConfig.get()
-    except ValueError:
-        return None
-    return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
 
 
 def _plain(cfg: DictConfig) -> dict:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -388,6 +389,22 @@ class SegmentationDataModule(L.LightningDataModule):
         """TRAIN split with eval transforms, not shuffled: for fitting post-hoc scorer statistics."""
         return self._loader(self.dataset("train"), shuffle=False)
 
+    def fingerprint(self, stage: str = "fit") -> dict[str, Any]:
+        """What a computation on ``stage``'s data depends on, for cache keys: the dataset, its root, the
+        image files (names and sizes) of the split, the image size and the eval transform.
+        ``fit`` = the train split as read for fitting scorer statistics (eval transforms)."""
+        split = {"fit": "train", "validate": "val"}.get(stage, stage)
+        self.prepare_data()
+        ds = self._get(split)
+        files = hashlib.sha256()
+        for item in ds.items:
+            files.update(f"{item.name}:{_size(item.image)}:{_size(item.mask)}\n".encode())
+        return {
+            "dataset": f"{type(self).__module__}.{type(self).__qualname__}", "root": str(self.root), "split": split,
+            "files": files.hexdigest(), "image_size": list(self.image_size), "transform": repr(self.eval_transform),
+            "ignore_index": self.ignore_index,
+        }
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -396,3 +413,10 @@ class SegmentationDataModule(L.LightningDataModule):
             f"{type(self).__name__}(root={self.root}, image_size={list(self.image_size)}, batch_size={self.batch_size}, "
             f"num_classes={self.num_classes}, ignore_index={self.ignore_index}, anomaly_index={self.anomaly_index})"
         )
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1

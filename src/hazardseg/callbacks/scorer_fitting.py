@@ -1,0 +1,118 @@
+"""Fit the statistics of scorers that need them (SML, Mahalanobis, ...) before the test loop.
+
+Runs inside the Trainer (``on_test_start``), so the fitting pass uses the trainer's device, precision
+and DDP: each rank reads its shard of the training split and the scorer sums its accumulators over
+ranks. Statistics are cached in ``cache_dir`` under a key made of everything they depend on: the
+network's weights (SHA-256 of its state), the data that feeds the fit (``datamodule.fingerprint``:
+dataset, root, file list, image size and transforms), the scorer's config, its ``fit_version`` and
+the number of batches. A cache that cannot be written is a warning, never a lost evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from hazardseg.io import atomic_torch_save
+
+
+class ScorerFitting(L.Callback):
+    """Args:
+        fit_batches: batches of the training split to fit on (``None`` = all; 1 under ``fast_dev_run``).
+        cache_dir: folder of cached statistics (``None`` = no cache).
+    """
+
+    def __init__(self, fit_batches: int | None = None, cache_dir: str | None = None):
+        self.fit_batches = fit_batches
+        self.cache_dir = None if cache_dir in (None, "") else Path(cache_dir)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pending = {name: s for name, s in pl_module.scorers.items() if s.requires_fit}
+        if not pending:
+            return
+        datamodule = trainer.datamodule
+        max_batches = 1 if trainer.fast_dev_run else self.fit_batches  # a smoke run stays a smoke run
+        common = {"weights": weights_fingerprint(pl_module.net), "data": datamodule.fingerprint("fit"), "batches": max_batches}
+        for name, scorer in pending.items():
+            path = self._cache_file(name, scorer, common)
+            if path is not None and _load(scorer, path, pl_module.device):
+                _say(trainer, f"scorer '{name}': reusing statistics {path}")
+                continue
+            _say(trainer, f"scorer '{name}': fitting statistics on the training split")
+            # Inside the test loop's inference mode: fit with plain no_grad so the statistics are normal
+            # tensors that later code (and load_state_dict) may update.
+            with torch.inference_mode(False), torch.no_grad():
+                loader = _sharded(datamodule.fit_dataloader(), trainer)
+                scorer.to(pl_module.device).fit(_outputs(trainer, pl_module, loader, max_batches),
+                                                reduce=lambda t: trainer.strategy.reduce(t, reduce_op="sum"))
+            if path is not None and trainer.is_global_zero:
+                _save(scorer, path)
+
+    def _cache_file(self, name: str, scorer, common: dict[str, Any]) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        material = {**common, "scorer": getattr(scorer, "hparams", repr(scorer)), "fit_version": scorer.fit_version}
+        key = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return self.cache_dir / f"{name}-{key}.pt"
+
+
+def weights_fingerprint(net: torch.nn.Module) -> str:
+    """SHA-256 of a network's state (names, dtypes, shapes and bytes): equal weights, equal key."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(net.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _outputs(trainer: L.Trainer, pl_module: L.LightningModule, loader: DataLoader, max_batches: int | None) -> Iterator[dict]:
+    for i, batch in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        batch = trainer.strategy.batch_to_device(batch)
+        with trainer.precision_plugin.forward_context():
+            outputs = pl_module(batch["image"])
+        yield {**outputs, "mask": batch["mask"]}
+
+
+def _sharded(loader: DataLoader, trainer: L.Trainer) -> DataLoader:
+    """Under DDP each rank fits on its own share of the training split."""
+    if trainer.world_size <= 1:
+        return loader
+    sampler = DistributedSampler(loader.dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
+    return type(loader)(loader.dataset, batch_size=loader.batch_size, sampler=sampler, num_workers=loader.num_workers,
+                        collate_fn=loader.collate_fn, pin_memory=loader.pin_memory)
+
+
+def _load(scorer, path: Path, device) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        scorer.load_state_dict(payload["state_dict"])
+    except Exception as err:  # a corrupt cache file is refitted, not fatal
+        warnings.warn(f"{path}: unreadable cached statistics ({type(err).__name__}); refitting", RuntimeWarning, stacklevel=2)
+        return False
+    scorer.to(device)
+    return True
+
+
+def _save(scorer, path: Path) -> None:
+    try:
+        atomic_torch_save({"state_dict": scorer.state_dict()}, path)
+    except OSError as err:
+        warnings.warn(f"cannot cache scorer statistics in {path.parent} ({err.strerror}); results are unaffected, "
+                      f"but the next evaluation refits. Fix: make it writable or set paths.model_store", RuntimeWarning, stacklevel=2)
+
+
+def _say(trainer: L.Trainer, message: str) -> None:
+    if trainer.is_global_zero:
+        print(f"[hazardseg] {message}", flush=True)
