@@ -104,13 +104,28 @@ def build_module(train_cfg: DictConfig, run_cfg: DictConfig, datamodule, meta: d
         net=net,
         loss=loss,
         optim=OmegaConf.to_container(train_cfg.optim, resolve=True),
-        scorers=build_scorers(run_cfg.get("scorer")),
+        scorers=applicable_scorers(build_scorers(run_cfg.get("scorer")), net),
         checkpoint_meta=meta,
         num_classes=datamodule.num_classes,
         ignore_index=datamodule.ignore_index,
         anomaly_index=datamodule.anomaly_index,
         class_names=list(datamodule.class_names),
     )
+
+
+def applicable_scorers(scorers: dict[str, Any], net) -> dict[str, Any]:
+    """Drop (with a note) scorers that read a head this model does not have, e.g. ``void`` after ``loss=ce``:
+    ``scorer=all`` then works after training any method, and reports what it could score."""
+    available = net.output_names(training=False)
+    kept = {}
+    for name, scorer in scorers.items():
+        missing = [o for o in getattr(scorer, "required_outputs", ()) if o not in available]
+        if missing:
+            print(f"[hazardseg] scorer '{name}' skipped: it reads the network output '{missing[0]}', which this model "
+                  f"does not produce (a loss option that trains it adds model.heads.{missing[0]})", flush=True)
+        else:
+            kept[name] = scorer
+    return kept
 
 
 def check_loss_outputs(loss, net) -> None:

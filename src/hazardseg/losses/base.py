@@ -53,12 +53,14 @@ class CompositeLoss(nn.Module):
     """``sum_t weight_t * term_t(outputs, batch)``; returns ``{"loss": total, <term>: value, ...}``.
 
     Args:
-        terms: name -> :class:`LossTerm` (instantiated from ``loss.terms``).
+        terms: name -> :class:`LossTerm` (instantiated from ``loss.terms``); ``null`` entries are dropped,
+            so a recipe can switch off a term it inherits (``loss.terms.ce: null``).
         ignore_index: the dataset's ignore label (``data.ignore_index``), mapped to IGNORE_LABEL.
     """
 
     def __init__(self, terms: Mapping[str, LossTerm], ignore_index: int | None = None):
         super().__init__()
+        terms = {name: term for name, term in terms.items() if term is not None}  # `ce: null` drops an inherited term
         if not terms:
             raise ConfigError("loss.terms is empty; give at least one term, e.g. loss=ce")
         for name, term in terms.items():
