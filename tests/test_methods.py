@@ -231,6 +231,14 @@ def test_loss_option_alone_switches_on_pasting_and_its_scorer(make_cfg, method):
     assert make_cfg(["loss=ce"], run="ce").data.outliers.enabled is False
 
 
+def test_outlier_terms_without_pasting_are_a_one_line_error(make_cfg):
+    from hazardseg.errors import ConfigError
+    from hazardseg.pipeline import train
+
+    with pytest.raises(ConfigError, match=r"loss.terms.void learns from pasted outlier pixels.*data.outliers.enabled=true"):
+        train(make_cfg(TINY_DATA + ["loss=void", "data.outliers.enabled=false", "trainer=debug", "logger=none"]))
+
+
 # ---------------------------------------------------------------- training: each method learns its job
 def _auroc(scores: torch.Tensor, is_outlier: torch.Tensor) -> float:
     metric = AnomalyMetrics()
@@ -316,14 +324,14 @@ def _feature_batches(seed: int = 0, n: int = 3, d: int = 6, classes: int = 4):
     for _ in range(n):
         labels = torch.randint(0, classes, (2, 4, 5), generator=gen)
         features = torch.randn(2, d, 4, 5, generator=gen) + 3 * F.one_hot(labels, d).permute(0, 3, 1, 2).float()
-        mask = labels.repeat_interleave(2, 1).repeat_interleave(2, 2)[:, :7, :9]  # input 7x9, padded to 8x10
-        batches.append({"logits": torch.randn(2, classes, 7, 9), "features": features, "feature_stride": 2, "mask": mask})
+        mask = labels.repeat_interleave(2, 1).repeat_interleave(2, 2)  # pure 2x2 blocks (padding: tested below)
+        batches.append({"logits": torch.randn(2, classes, 8, 10), "features": features, "feature_stride": 2, "mask": mask})
     return batches
 
 
 def _direct_mahalanobis(batches, classes: int = 4):
     f = torch.cat([b["features"].permute(0, 2, 3, 1).reshape(-1, b["features"].shape[1]) for b in batches]).double()
-    y = torch.cat([b["mask"][:, ::2, ::2].reshape(-1) for b in batches])  # every 2x2 block is pure here
+    y = torch.cat([b["mask"][:, ::2, ::2].reshape(-1) for b in batches])  # every 2x2 block is pure
     means = torch.stack([f[y == c].mean(0) for c in range(classes)])
     centred = f - means[y]
     cov = centred.T @ centred / len(f)
@@ -343,7 +351,7 @@ def test_mahalanobis_fit_and_score_match_direct_computation():
     d2 = torch.einsum("nhwkd,de,nhwke->nhwk", diff, precision, diff).amin(-1)
     from hazardseg.models import features_to_input
 
-    expected = features_to_input(d2.float(), 2, (7, 9))
+    expected = features_to_input(d2.float(), 2, (8, 10))
     assert torch.allclose(scorer(b), expected, rtol=1e-4, atol=1e-4)
     assert scorer.class_count.tolist() == [int((torch.cat([x["mask"][:, ::2, ::2] for x in batches]) == c).sum()) for c in range(4)]
 
@@ -386,7 +394,7 @@ def test_mahalanobis_warns_for_unseen_classes_and_ranks_far_features_higher():
     with pytest.warns(RuntimeWarning, match=r"classes \[3\]"):
         scorer = Mahalanobis().fit(batches)
     near = {**batches[0], "features": torch.zeros(1, 6, 4, 5) + 3 * F.one_hot(torch.tensor(0), 6).view(1, 6, 1, 1),
-            "logits": torch.zeros(1, 4, 7, 9)}
+            "logits": torch.zeros(1, 4, 8, 10)}
     far = {**near, "features": near["features"] + 10}
     assert (scorer(far) > scorer(near)).all()
 

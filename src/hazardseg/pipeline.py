@@ -40,6 +40,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.paths.model_dir = str(entry.dir)  # where the checkpoint callbacks write
     datamodule = instantiate(cfg.data, key="data")
     module = build_module(cfg, cfg, datamodule, {"config": training_config(cfg), "train_hash": entry.hash})
+    check_outlier_data(module.loss, datamodule)
     results: dict[str, Any] = {"task": "train", "train_hash": entry.hash}
     loggers = instantiate_loggers(cfg.logger)
     with recorded(results, cfg, loggers, started):
@@ -126,6 +127,14 @@ def applicable_scorers(scorers: dict[str, Any], net) -> dict[str, Any]:
         else:
             kept[name] = scorer
     return kept
+
+
+def check_outlier_data(loss, datamodule) -> None:
+    """Outlier-exposure terms need pasted outliers: without them they would train on nothing, silently."""
+    if getattr(loss, "uses_outliers", False) and getattr(datamodule, "outliers", None) is None:
+        terms = [name for name, term in loss.terms.items() if term.uses_outliers]
+        raise ConfigError(f"loss.terms.{terms[0]} learns from pasted outlier pixels, but data.outliers.enabled is false. "
+                          f"Fix: data.outliers.enabled=true (the loss options set it), or a loss without outlier terms (loss=ce).")
 
 
 def check_loss_outputs(loss, net) -> None:
