@@ -324,7 +324,9 @@ def _compose(overrides: list[str]):
 def _outputs() -> dict:
     """Network outputs with every entry some scorer reads (features at stride 4, trained heads), plus a mask."""
     return {"logits": torch.randn(2, 5, 12, 12), "features": torch.randn(2, 8, 3, 3), "feature_stride": 4,
-            "void": torch.randn(2, 1, 12, 12), "ood": torch.randn(2, 1, 12, 12), "mask": torch.randint(0, 5, (2, 12, 12))}
+            "void": torch.randn(2, 1, 12, 12), "ood": torch.randn(2, 1, 12, 12),
+            # every class fills some 4x4 block (feature cell): Mahalanobis sees every class
+            "mask": (torch.arange(18) % 5).reshape(2, 3, 3).repeat_interleave(4, 1).repeat_interleave(4, 2)}
 
 
 def _run(scorers: dict[str, Scorer]) -> None:
