@@ -42,7 +42,11 @@ class ScorerFitting(L.Callback):
         common = {"weights": weights_fingerprint(pl_module.net), "data": datamodule.fingerprint("fit"), "batches": max_batches}
         for name, scorer in pending.items():
             path = self._cache_file(name, scorer, common)
-            if path is not None and _load(scorer, path, pl_module.device):
+            loaded = path is not None and _load(scorer, path, pl_module.device)
+            # One decision for all ranks (rank 0's): a rank that fits alone would wait forever in `reduce`.
+            if trainer.strategy.broadcast(loaded, src=0):
+                if not loaded:
+                    raise RuntimeError(f"{path}: readable on rank 0 but not on rank {trainer.global_rank}; is the model store on a shared filesystem?")
                 _say(trainer, f"scorer '{name}': reusing statistics {path}")
                 continue
             _say(trainer, f"scorer '{name}': fitting statistics on the training split")
