@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 from torchvision import tv_tensors
-from torchvision.transforms import v2
 
 from hazardseg.data import synthetic as scenes
 from hazardseg.data.coco_outliers import EXCLUDE_PRESETS, main as coco_main, rle_counts_from_string, rle_to_mask
