@@ -538,6 +538,8 @@ def test_yaml_configs_match_constructors(name, tmp_path, monkeypatch):
 
     monkeypatch.setenv("HAZARDSEG_CACHE", str(tmp_path))
     cfg = OmegaConf.load(REPO / "conf" / "data" / f"{name}.yaml")
+    defaults = cfg.pop("defaults")  # Hydra composition: the data/outliers group (merged into data.outliers)
+    assert any(isinstance(d, dict) and "outliers" in d for d in OmegaConf.to_container(defaults))
     cls = hydra.utils.get_class(cfg._target_)
     assert set(cfg) - {"_target_"} == constructor_params(cls)
     for key in ("num_classes", "ignore_index", "root", "augment", "image_size"):

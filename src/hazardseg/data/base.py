@@ -270,7 +270,10 @@ class SegmentationDataModule(L.LightningDataModule):
         ignore_index: int | None | str = "default",
         skip_bad_samples: bool = False,
         persistent_workers: bool | None = None,
+        outliers: Any = None,
     ):
+        """``outliers``: the ``data.outliers`` config (see ``hazardseg.data.outliers``); when enabled, the
+        TRAIN transform pastes outlier objects (label ``OUTLIER_LABEL``); val/test never do."""
         super().__init__()
         self.root = None if root in (None, "", "null") else Path(str(root)).expanduser()
         self.image_size = parse_image_size(image_size or self.DEFAULT_IMAGE_SIZE)
@@ -308,7 +311,10 @@ class SegmentationDataModule(L.LightningDataModule):
         self.anomaly_index: int | None = self.ANOMALY_INDEX
         self.class_names: list[str] = list(self.CLASS_NAMES)
         assert len(self.class_names) == self.num_classes, (self.name, len(self.class_names))
-        self.train_transform = build_train_transform(self.image_size, self.augment, self.ignore_index)
+        from hazardseg.data.outliers import build_paste_transform  # here: outliers -> synthetic -> base
+
+        self.outliers = build_paste_transform(outliers)
+        self.train_transform = build_train_transform(self.image_size, self.augment, self.ignore_index, self.outliers)
         self.eval_transform = build_eval_transform(self.image_size)
         self.datasets: dict[str, SegmentationDataset] = {}
         self._fit_dataset: SegmentationDataset | None = None
