@@ -38,6 +38,9 @@ def training_config(cfg: DictConfig) -> dict[str, Any]:
     for group, keys in NON_TRAINING_SUBKEYS.items():
         if isinstance(container.get(group), dict):
             container[group] = {k: v for k, v in container[group].items() if k not in keys}
+    data = container.get("data")
+    if isinstance(data, dict) and isinstance(data.get("outliers"), dict) and not data["outliers"].get("enabled"):
+        del data["outliers"]  # outlier pasting switched off: its options cannot change the weights
     return container
 
 
