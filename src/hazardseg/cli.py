@@ -52,6 +52,6 @@ def _write_failure(cfg: DictConfig, message: str) -> None:
 
 
 def _headline(results: dict[str, Any]) -> float | None:
-    """Return value for Hydra sweepers (e.g. Optuna): test mIoU."""
-    value = (results.get("metrics") or {}).get("test/miou")
+    """Return value for Hydra sweepers (e.g. Optuna): the VALIDATION objective (``hazardseg.objective``), never a test metric."""
+    value = (results.get("objective") or {}).get("value")
     return None if value is None else float(value)
