@@ -174,8 +174,13 @@ def hydra_choices() -> dict[str, str]:
 
     if not HydraConfig.initialized():
         return {}
-    choices = HydraConfig.get().runtime.choices
-    return {str(k): str(v) for k, v in choices.items() if not str(k).startswith("hydra") and v is not None}
+    hc = HydraConfig.get()
+    out = {str(k): str(v) for k, v in hc.runtime.choices.items() if not str(k).startswith("hydra") and v is not None}
+    for override in hc.overrides.task:  # Hydra leaves list selections (scorer=[msp,sml]) out of runtime.choices
+        key, _, value = override.lstrip("+~").partition("=")
+        if "." not in key and "/" not in key and key not in out and value.startswith("[") and value.endswith("]"):
+            out[key] = "[" + ", ".join(v.strip() for v in value[1:-1].split(",")) + "]"
+    return out
 
 
 def hydra_run_name() -> str | None:

@@ -136,6 +136,18 @@ def columns_of(rows: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
     return [c for c in ordered if c in present or c in ("job", "status")], names
 
 
+def varying(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
+    """The columns to show in tables: overridden keys only where jobs differ (constant ones go to the header)."""
+    jobs = {r["job"]: r for r in rows}.values()
+    return [c for c in columns if not c.startswith("override:") or len({str(r.get(c)) for r in jobs}) > 1]
+
+
+def common_overrides(rows: list[dict[str, Any]], columns: list[str], names: dict[str, str]) -> list[str]:
+    jobs = list({r["job"]: r for r in rows}.values())
+    return [f"{names.get(c, c).removeprefix('override:')}={jobs[0].get(c)}" for c in columns
+            if c.startswith("override:") and len({str(r.get(c)) for r in jobs}) == 1 and jobs[0].get(c) is not None]
+
+
 def write_sweep_report(sweep_dir: str | Path, plots: bool = True) -> dict[str, Path]:
     """Write sweep_report.{csv,md,json} and PNG plots into ``sweep_dir``; return the written files."""
     sweep_dir = Path(sweep_dir)
@@ -160,13 +172,16 @@ def sweep_markdown(sweep_dir: Path, rows: list[dict], columns: list[str], names:
     done = [r for r in rows if r["status"] == "completed"]
     failed = [r for r in rows if r["status"] != "completed"]
     jobs = sorted({r["job"] for r in rows})
-    shown = [c for c in columns if c not in ("status", "run_dir", "error", "overrides", "train_hash", "wall_time_s")
+    shown = [c for c in varying(rows, columns) if c not in ("status", "run_dir", "error", "overrides", "train_hash", "wall_time_s")
              and any(r.get(c) is not None for r in done)]
     best = {m: _best(done, m) for m in METRICS if m in shown}
     lines = [f"# Sweep report: {sweep_dir.name}", "",
              f"{len(jobs)} jobs: {len({r['job'] for r in done})} completed, {len({r['job'] for r in failed})} failed or missing. "
              f"Metrics in %; AUPR / AUROC / FPR95 pooled over test pixels (per_image_*: StreetHazards per-image protocol); "
              f"best value of each column in bold.", ""]
+    common = common_overrides(rows, columns, names)
+    if common:
+        lines += [f"Overrides common to all jobs: `{' '.join(common)}`", ""]
     if done:
         lines.append("| " + " | ".join(_header(names.get(c, c)) for c in shown) + " |")
         lines.append("|" + "|".join("---:" if c in METRICS or c == "objective" else "---" for c in shown) + "|")
@@ -188,7 +203,7 @@ def sweep_markdown(sweep_dir: Path, rows: list[dict], columns: list[str], names:
 def sweep_table(rows: list[dict[str, Any]], columns: list[str], names: dict[str, str]):
     from rich.table import Table
 
-    shown = [c for c in columns if c not in ("run_dir", "error", "overrides", "train_hash", "wall_time_s", "objective_metric")
+    shown = [c for c in varying(rows, columns) if c not in ("run_dir", "error", "overrides", "train_hash", "wall_time_s", "objective_metric")
              and any(r.get(c) is not None for r in rows)]
     table = Table(title="sweep results (%)")
     for c in shown:
@@ -224,7 +239,7 @@ def plot_sweep(sweep_dir: Path, rows: list[dict], columns: list[str], names: dic
     done = [r for r in rows if r["status"] == "completed"]
     if not done:
         return {}
-    labels = [_label(r, columns, names) for r in done]
+    labels = [_label(r, varying(rows, columns), names) for r in done]
     written: dict[str, Path] = {}
     metrics = [m for m in ("aupr", "auroc", "fpr95", "miou") if any(r.get(m) is not None for r in done)]
     if metrics:
@@ -237,9 +252,9 @@ def plot_sweep(sweep_dir: Path, rows: list[dict], columns: list[str], names: dic
                 ax.text(v, y, f" {v:.1f}", va="center", fontsize=8)
             ax.set_title(_header(metric) + (" (lower is better)" if metric in LOWER_IS_BETTER else ""), fontsize=10)
             ax.set_xlim(0, 105)
-            ax.invert_yaxis()
         axes[0][0].set_yticks(range(len(done)), labels, fontsize=8)
-        fig.tight_layout()
+        axes[0][0].invert_yaxis()  # first job on top (axes share y: invert once)
+        _tight(fig)
         written["png_metrics"] = _save(fig, sweep_dir / "sweep_metrics.png")
     curves = [(label, r) for label, r in zip(labels, done) if r.get("scorer")]
     loaded = [(label, _curve(Path(r["run_dir"]), r["scorer"])) for label, r in curves]
@@ -251,7 +266,7 @@ def plot_sweep(sweep_dir: Path, rows: list[dict], columns: list[str], names: dic
         ax.set(xlabel="recall (anomaly pixels)", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="PR curves (test)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper right")
-        fig.tight_layout()
+        _tight(fig)
         written["png_pr_curves"] = _save(fig, sweep_dir / "sweep_pr_curves.png")
     points = [(label, r["miou"], r["aupr"]) for label, r in zip(labels, done) if r.get("miou") is not None and r.get("aupr") is not None]
     if points:
@@ -261,7 +276,7 @@ def plot_sweep(sweep_dir: Path, rows: list[dict], columns: list[str], names: dic
             ax.annotate(label, (100 * miou, 100 * aupr), fontsize=7, xytext=(4, 2), textcoords="offset points")
         ax.set(xlabel="test mIoU (%)", ylabel="AUPR (%)", title="anomaly detection vs segmentation quality")
         ax.grid(alpha=0.3)
-        fig.tight_layout()
+        _tight(fig)
         written["png_tradeoff"] = _save(fig, sweep_dir / "sweep_tradeoff.png")
     return written
 
@@ -289,6 +304,14 @@ def _curve(run_dir: Path, scorer: str) -> dict | None:
         return None
     keep = [i for i, (r, p) in enumerate(zip(curve["recall"], curve["precision"])) if r is not None and p is not None]
     return {k: [curve[k][i] for i in keep] for k in ("recall", "precision")}
+
+
+def _tight(fig) -> None:
+    import warnings
+
+    with warnings.catch_warnings():  # very long labels: keep the plot, skip the warning
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
 
 
 def _save(fig, path: Path) -> Path:
