@@ -60,15 +60,14 @@ def test_slurm_preset_sizes_the_job_for_ddp():
     assert cfg.trainer.devices == -1 and cfg.trainer.strategy == "ddp"  # ... and DDP uses every GPU of the job
     assert {"cpus_per_task", "mem_gb", "timeout_min", "array_parallelism", "partition", "max_num_timeout"} <= set(launcher)
 
-    import submitit  # what sbatch would receive (submitit renders the script; nothing is submitted)
-    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string  # what sbatch would receive (nothing is submitted)
 
     params = {k: v for k, v in OmegaConf.to_container(cfg.hydra.launcher, resolve=True).items()
-              if k not in ("_target_", "submitit_folder", "max_num_timeout", "name")}
-    generic = set(OmegaConf.structured(BaseQueueConf).keys())
-    executor = submitit.SlurmExecutor(folder="/tmp/hazardseg-sbatch-preview")
-    executor.update_parameters(**{executor._equivalence_dict().get(k, k) if k in generic else k: v for k, v in params.items()})
-    script = executor._make_submission_file_text("python train.py", "uid")
+              if k not in ("_target_", "submitit_folder", "max_num_timeout", "array_parallelism")}
+    equivalent = SlurmExecutor._equivalence_dict()  # hydra-submitit's generic names -> sbatch names, as submitit maps them
+    params = {equivalent.get(k, k): v for k, v in params.items()}
+    params["mem"] = f"{params['mem']}GB"
+    script = _make_sbatch_string(command="python train.py", folder="/tmp/hazardseg-sbatch-preview", **params)
     for line in ("--gpus-per-node=4", "--ntasks-per-node=4", "--cpus-per-task=8", "--mem=64GB", "--time=1440", "--partition=gpu", "--signal=USR2@120"):
         assert f"#SBATCH {line}" in script, line
 
