@@ -50,8 +50,9 @@ def test_val_proxy_is_the_same_every_epoch_and_only_in_val(make_cfg):
     assert all((m == OUTLIER_LABEL).flatten(1).any(1).all() for m in first)  # every val image has pasted pixels
     assert not any((b["mask"] == OUTLIER_LABEL).any() for b in dm.test_dataloader())
     assert not any((b["mask"] == OUTLIER_LABEL).any() for b in dm.train_dataloader())
+    raw = dm.datasets["val"].load_raw(0)
     rng = torch.get_rng_state()
-    next(iter(dm.val_dataloader()))
+    dm.val_transform(raw)
     assert torch.equal(rng, torch.get_rng_state())  # ... and the proxy does not move it (training randomness unchanged)
     other = instantiate(make_cfg([*TINY_DATA, "+data.val_outliers._target_=fakes.PasteSquare", "data.val_outliers_seed=4"], run="b").data)
     other.prepare_data()
