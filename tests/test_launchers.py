@@ -162,7 +162,7 @@ def test_joblib_sweep_with_default_data_settings(tmp_path):
 @pytest.mark.slow
 def test_slurm_preset_sweep_on_submitit_local_executor(tmp_path):
     plugin("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher")
-    args = ["hydra/launcher=slurm", "hydra.launcher._target_=fakes.SlurmPresetOnLocalExecutor", "hydra.launcher.gpus_per_node=0",
+    args = ["hydra/launcher=slurm", "hydra.launcher._target_=hydra_plugins.hazardseg_test_launcher.SlurmPresetOnLocalExecutor", "hydra.launcher.gpus_per_node=0",
             "hydra.launcher.tasks_per_node=1", "hydra.launcher.partition=gpu", "scorer=msp,maxlogit", *TINY_DEFAULT_WORKERS, *TINY_RUN]
     proc, sweep_dir = sweep(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
