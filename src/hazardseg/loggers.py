@@ -73,7 +73,8 @@ class WandbLogger(_LightningWandbLogger):
         summaries that make the runs table show best values instead of last ones."""
         params = dict(params) if isinstance(params, dict) else dict(vars(params))
         flat = flatten_config(params)
-        flat.update({f"choice.{group}": option for group, option in hydra_choices().items()})
+        for group, option in hydra_choices().items():  # eval runs pass the model's choices (loss, model, data) already
+            flat.setdefault(f"choice.{group}", option)
         self.experiment.config.update(flat, allow_val_change=True)
         self.define_summaries(list((params.get("scorer") or {}).keys()))
 

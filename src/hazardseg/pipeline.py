@@ -79,7 +79,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                                "trained_in": meta.get("trained_in")}
     loggers = instantiate_loggers(cfg.logger)
     # The W&B run gets the model's training config too (same columns as training runs) and a link to its training run.
-    params = {**_plain(OmegaConf.merge(train_cfg, cfg)), "train_hash": meta.get("train_hash"), **_link(meta.get("trained_in"))}
+    params = {**_plain(OmegaConf.merge(train_cfg, cfg)), "train_hash": meta.get("train_hash"), **_link(meta.get("trained_in")),
+              **{f"choice.{group}": option for group, option in choices.items()}}
     with recorded(results, cfg, loggers, started, params=params):
         results.update(test(build_trainer(cfg, loggers), module, datamodule))
     return results
