@@ -35,6 +35,7 @@ def test_wandb_inventory_answers_the_ablation(make_cfg):
     assert config["model.decoder_channels"] == 32 and config["data.image_size"] == "[64, 112]"
     assert {config[f"choice.{g}"] for g in ("data", "model", "loss", "optim")} == {"synthetic", "deeplabv3plus", "ce", "adam"}
     assert config["choice.scorer"] == "[msp, maxlogit]" and config["train_hash"] == results["train_hash"]
+    assert "choice.tags" not in config  # a list value of a plain key is not a config-group choice
     assert not any(isinstance(v, dict) for k, v in config.items() if isinstance(k, str) and k != "_wandb")
 
     # summaries: the BEST val mIoU over epochs (define_metric), the objective, test metrics

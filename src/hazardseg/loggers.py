@@ -177,9 +177,11 @@ def hydra_choices() -> dict[str, str]:
         return {}
     hc = HydraConfig.get()
     out = {str(k): str(v) for k, v in hc.runtime.choices.items() if not str(k).startswith("hydra") and v is not None}
+    groups = {d.name for src in hc.runtime.config_sources if src.schema == "file" and Path(src.path).is_dir()
+              for d in Path(src.path).iterdir() if d.is_dir()}
     for override in hc.overrides.task:  # Hydra leaves list selections (scorer=[msp,sml]) out of runtime.choices
         key, _, value = override.lstrip("+~").partition("=")
-        if "." not in key and "/" not in key and key not in out and value.startswith("[") and value.endswith("]"):
+        if key in groups and key not in out and value.startswith("[") and value.endswith("]"):
             out[key] = "[" + ", ".join(v.strip() for v in value[1:-1].split(",")) + "]"
     return out
 
