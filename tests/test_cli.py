@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, TINY_DATA
+from wandb_reader import inventory
 
 TINY = TINY_DATA + ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", "model.decoder_channels=32", "eval.fit_batches=2"]
 
@@ -49,14 +50,24 @@ def test_scorer_multirun_trains_once_and_logs_wandb_offline(tmp_path):
     rows = list(csv.DictReader((sweep / "sweep_report.csv").open()))
     assert [r["status"] for r in rows] == ["completed", "completed"]
     assert rows[1]["reused_checkpoint"] == "True"
+    # W&B: sweep jobs grouped by the sweep, job_type train; the reusing job points to the run that trained the model
+    runs = [inventory(next((sweep / str(job) / "wandb").glob("offline-run-*/run-*.wandb"))) for job in (0, 1)]
+    assert [(r["run"].run_group, r["run"].job_type) for r in runs] == [(sweep.name, "train")] * 2
+    trainer_id = runs[0]["run"].run_id
+    assert runs[1]["summary"]["trained_in.run_id"] == trainer_id and jobs[1]["trained_in"]["run_id"] == trainer_id
+    assert (sweep / "0" / "train.log").read_text().count("train results") == 1  # the final table reaches the job's log
 
-    # A scorer sweep over the saved checkpoint with eval.py.
+    # A scorer sweep over the saved checkpoint with eval.py: eval runs link to the training run.
     proc = run([str(REPO / "eval.py"), "-m", "scorer=entropy,energy", f"ckpt_path={jobs[0]['checkpoint']}",
-                "logger=none", "trainer.enable_progress_bar=false"], tmp_path)
+                "logger=wandb", "logger.wandb.mode=offline", "trainer.enable_progress_bar=false"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     evals = [json.loads((sweep_dir(tmp_path, "eval") / str(i) / "results.json").read_text()) for i in (0, 1)]
     assert "test/entropy/aupr" in evals[0]["metrics"] and "test/energy/aupr" in evals[1]["metrics"]
     assert evals[0]["metrics"]["test/miou"] == pytest.approx(jobs[0]["metrics"]["test/miou"], abs=1e-6)
+    eval_run = inventory(next((sweep_dir(tmp_path, "eval") / "0" / "wandb").glob("offline-run-*/run-*.wandb")))
+    assert eval_run["run"].job_type == "eval" and eval_run["config"]["trained_in.run_id"] == trainer_id
+    assert eval_run["config"]["choice.loss"] == "ce" and eval_run["config"]["choice.scorer"] == "entropy"
+    assert eval_run["config"]["model.decoder_channels"] == 32  # the model's training config, as columns
 
 
 def test_failed_job_does_not_stop_the_sweep(tmp_path):

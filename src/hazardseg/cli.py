@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,6 +14,10 @@ from omegaconf import DictConfig
 
 from hazardseg.errors import HazardsegError
 from hazardseg.io import atomic_write_json
+
+# conf/hydra/launcher/{joblib,ray}.yaml are complete configs named like the plugins' own: Hydra 1.3 still
+# validates them against the plugin's schema and says so at every composition; the files also work alone.
+warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name", category=UserWarning)
 
 
 def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> float | None:
@@ -52,6 +57,6 @@ def _write_failure(cfg: DictConfig, message: str) -> None:
 
 
 def _headline(results: dict[str, Any]) -> float | None:
-    """Return value for Hydra sweepers (e.g. Optuna): test mIoU."""
-    value = (results.get("metrics") or {}).get("test/miou")
+    """Return value for Hydra sweepers (e.g. Optuna): the VALIDATION objective (``hazardseg.objective``), never a test metric."""
+    value = (results.get("objective") or {}).get("value")
     return None if value is None else float(value)

@@ -77,9 +77,10 @@ class Segmenter(L.LightningModule):
                 self.log(f"train/loss_{name}", value, batch_size=bs)
         return terms["loss"]
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        logits = self(batch["image"])["logits"]
-        self.val_metrics.update(logits.argmax(1), self._metric_target(batch["mask"]))
+    def validation_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
+        outputs = self(batch["image"])
+        self.val_metrics.update(outputs["logits"].argmax(1), self._metric_target(batch["mask"]))
+        return {"outputs": outputs}  # read by callbacks (ValidationAnomaly: val proxy anomaly metrics)
 
     def on_validation_epoch_end(self) -> None:
         self._log_segmentation(self.val_metrics, "val/")

@@ -11,6 +11,8 @@ import contextlib
 import csv
 import io
 import json
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,11 +23,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hazardseg.callbacks import scorer_rows
 from hazardseg.config import instantiate
+from hazardseg.console import say
 from hazardseg.errors import ConfigError
 from hazardseg.instantiators import instantiate_callbacks, instantiate_loggers
 from hazardseg.io import atomic_write_json, atomic_write_text
-from hazardseg.loggers import close_loggers
+from hazardseg.loggers import close_loggers, hydra_choices
 from hazardseg.module import Segmenter
+from hazardseg.objective import check_objective, validation_objective
+from hazardseg.report import finish_run, save_curves
 from hazardseg.scorers import build_scorers
 from hazardseg.store import ModelEntry, config_hash, launch_rank, training_config
 
@@ -39,17 +44,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     with open_dict(cfg):
         cfg.paths.model_dir = str(entry.dir)  # where the checkpoint callbacks write
     datamodule = instantiate(cfg.data, key="data")
-    module = build_module(cfg, cfg, datamodule, {"config": training_config(cfg), "train_hash": entry.hash})
-    results: dict[str, Any] = {"task": "train", "train_hash": entry.hash}
+    choices = hydra_choices()
+    module = build_module(cfg, cfg, datamodule, {"config": training_config(cfg), "train_hash": entry.hash, "choices": choices})
+    check_objective(cfg.get("objective"), module, datamodule)  # before training: a bad objective is a one-line error now
+    results: dict[str, Any] = {"task": "train", "train_hash": entry.hash, "choices": choices}
     loggers = instantiate_loggers(cfg.logger)
     with recorded(results, cfg, loggers, started):
+        module.checkpoint_meta["trained_in"] = run_refs(loggers)  # eval runs of this checkpoint link back to this run
         if cfg.eval.get("class_distribution", True):
             results["class_distribution"] = class_report(datamodule, entry)
         trainer = build_trainer(cfg, loggers)
         ckpt = fit_or_reuse(cfg, trainer, module, datamodule, entry, results)
+        if ckpt is not None:
+            load_net_weights(module, ckpt)
+        results["objective"] = validation_objective(cfg.get("objective"), trainer, module, datamodule, results.get("trained"))
         if cfg.get("test_after_fit", True):
-            if ckpt is not None:
-                load_net_weights(module, ckpt)
             results.update(test(trainer, module, datamodule))
     return results
 
@@ -65,31 +74,40 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(data_cfg, key="data")
     module = build_module(train_cfg, cfg, datamodule, meta)
     load_net_weights(module, ckpt)
-    results: dict[str, Any] = {"task": "eval", "checkpoint": str(ckpt), "train_hash": meta.get("train_hash")}
+    choices = {**(meta.get("choices") or {}), **hydra_choices()}  # the model's data/model/loss, this run's scorer
+    results: dict[str, Any] = {"task": "eval", "checkpoint": str(ckpt), "train_hash": meta.get("train_hash"), "choices": choices,
+                               "trained_in": meta.get("trained_in")}
     loggers = instantiate_loggers(cfg.logger)
-    with recorded(results, cfg, loggers, started):
+    # The W&B run gets the model's training config too (same columns as training runs) and a link to its training run.
+    params = {**_plain(OmegaConf.merge(train_cfg, cfg)), "train_hash": meta.get("train_hash"), **_link(meta.get("trained_in")),
+              **{f"choice.{group}": option for group, option in choices.items()}}
+    with recorded(results, cfg, loggers, started, params=params):
         results.update(test(build_trainer(cfg, loggers), module, datamodule))
     return results
 
 
 @contextlib.contextmanager
-def recorded(results: dict[str, Any], cfg: DictConfig, loggers: list, started: float) -> Iterator[None]:
+def recorded(results: dict[str, Any], cfg: DictConfig, loggers: list, started: float, params: dict | None = None) -> Iterator[None]:
     """Close the loggers whatever happens; write results.json (atomically) only for a completed run.
-    A failed run's results.json is written by the entry point with the error message."""
+    A failed run's results.json is written by the entry point with the error message.
+    A completed run ends with its results table (terminal, <task>.log, W&B ``results`` table)."""
     results["status"] = "running"
+    results.update(host=socket.gethostname(), pid=os.getpid(), started_at=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)))
     failed = True
     for logger in loggers:
-        logger.log_hyperparams(_plain(cfg))
+        logger.log_hyperparams(params or {**_plain(cfg), "train_hash": results.get("train_hash")})
     try:
         yield
         results["status"] = "completed"
+        if launch_rank() == 0:
+            _finish(results, loggers)
         failed = False
     finally:
         results["wall_time_s"] = round(time.time() - started, 1)
         results["config"] = _plain(cfg)
         results["wandb_sync"] = close_loggers(loggers, failed=failed)
         for command in results["wandb_sync"]:
-            print(f"[hazardseg] W&B run logged offline; to upload it: {command}", flush=True)
+            say(f"[hazardseg] W&B run logged offline; to upload it: {command}")
         if not failed and launch_rank() == 0:  # DDP ranks > 0 share rank 0's run folder
             write_results(Path(cfg.paths.output_dir), results)
 
@@ -141,8 +159,10 @@ def fit_or_reuse(cfg, trainer: L.Trainer, module, datamodule, entry: ModelEntry,
         return None
     with entry.lock():
         if cfg.get("reuse", True) and entry.is_finished() and cfg.get("ckpt_path") is None:
-            print(f"[hazardseg] reusing trained model {entry.hash} ({entry.best_ckpt}); set reuse=false to retrain", flush=True)
+            say(f"[hazardseg] reusing trained model {entry.hash} ({entry.best_ckpt}); set reuse=false to retrain")
             results.update(reused_checkpoint=True, checkpoint=str(entry.best_ckpt), trained=entry.finished_info())
+            module.checkpoint_meta["trained_in"] = _load_checkpoint(entry.best_ckpt).get("hazardseg", {}).get("trained_in")
+            results["trained_in"] = module.checkpoint_meta["trained_in"]
             return entry.best_ckpt
         if launch_rank() == 0:
             entry.clear_finished()
@@ -172,7 +192,7 @@ def class_report(datamodule, entry: ModelEntry) -> dict[str, Any]:
         datamodule.setup()
         report = split_distribution(datamodule)
         atomic_write_json(cache, report)
-    print("[hazardseg] class distribution (% of labelled pixels):\n" + format_distribution(report), flush=True)
+    say("[hazardseg] class distribution (% of labelled pixels):\n" + format_distribution(report))
     return report
 
 
@@ -191,7 +211,7 @@ def resolve_resume(cfg, entry: ModelEntry, module: Segmenter) -> str | None:
     if mode not in ("auto", "never"):
         raise ConfigError(f"resume={mode!r}: Fix: resume=auto or resume=never.")
     if mode == "auto" and entry.last_ckpt.is_file():
-        print(f"[hazardseg] resuming interrupted training from {entry.last_ckpt} (resume=never to start over)", flush=True)
+        say(f"[hazardseg] resuming interrupted training from {entry.last_ckpt} (resume=never to start over)")
         return str(entry.last_ckpt)
     return None
 
@@ -202,7 +222,9 @@ def test(trainer: L.Trainer, module: Segmenter, datamodule) -> dict[str, Any]:
     (metrics,) = trainer.test(module, datamodule=datamodule, verbose=False) or [{}]
     metrics = {k: float(v) for k, v in metrics.items()}
     panels = next((c.files for c in trainer.callbacks if hasattr(c, "files")), [])
-    return {"metrics": metrics, "scorers": scorer_rows(metrics, list(module.scorers)), "panels": [str(p) for p in panels]}
+    curves = next((c.curve_points for c in trainer.callbacks if hasattr(c, "curve_points")), {})
+    return {"metrics": metrics, "scorers": scorer_rows(metrics, list(module.scorers)), "panels": [str(p) for p in panels],
+            "curves": curves}
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -247,6 +269,7 @@ def _load_checkpoint(ckpt: Path) -> dict:
 
 # ---------------------------------------------------------------------------- results
 def write_results(run_dir: Path, results: dict[str, Any]) -> None:
+    save_curves(run_dir, results.pop("curves", None) or {})  # pr_curves.json: for the sweep report's PR plot
     atomic_write_json(run_dir / "results.json", results)
     rows = results.get("scorers") or []
     if rows:
@@ -255,6 +278,22 @@ def write_results(run_dir: Path, results: dict[str, Any]) -> None:
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(run_dir / "scorers.csv", buffer.getvalue())
+
+
+def _finish(results: dict[str, Any], loggers: list) -> None:
+    try:
+        finish_run(results, loggers)
+    except Exception as err:  # a report or logger hiccup never turns a finished training into a failed job
+        say(f"[hazardseg] warning: final report not complete ({type(err).__name__}: {err})")
+
+
+def run_refs(loggers: list) -> dict[str, str] | None:
+    """The W&B run of this job (id, project, name), if one is logging."""
+    return next((ref for logger in loggers if hasattr(logger, "run_ref") and (ref := logger.run_ref())), None)
+
+
+def _link(trained_in: dict | None) -> dict[str, str]:
+    return {f"trained_in.{k}": v for k, v in (trained_in or {}).items()}
 
 
 def _plain(cfg: DictConfig) -> dict:

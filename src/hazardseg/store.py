@@ -22,7 +22,8 @@ from hazardseg.io import atomic_write_json
 
 # Top-level keys that never change what is trained.
 NON_TRAINING_KEYS = frozenset(
-    {"scorer", "logger", "callbacks", "hydra", "paths", "eval", "reuse", "resume", "ckpt_path", "task_name", "tags", "test_after_fit"}
+    {"scorer", "logger", "callbacks", "hydra", "paths", "eval", "reuse", "resume", "ckpt_path", "task_name", "tags", "test_after_fit",
+     "objective"}
 )
 # Keys inside groups that change speed or display, not the trained weights.
 NON_TRAINING_SUBKEYS = {

@@ -93,7 +93,8 @@ def _sharded(loader: DataLoader, trainer: L.Trainer) -> DataLoader:
         return loader
     sampler = DistributedSampler(loader.dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
     return type(loader)(loader.dataset, batch_size=loader.batch_size, sampler=sampler, num_workers=loader.num_workers,
-                        collate_fn=loader.collate_fn, pin_memory=loader.pin_memory)
+                        collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+                        multiprocessing_context=loader.multiprocessing_context)
 
 
 def _load(scorer, path: Path, device) -> bool:

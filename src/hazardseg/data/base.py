@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 
 from hazardseg.errors import ConfigError, DataError, HazardsegError
+from hazardseg.data.workers import loader_workers
 from hazardseg.data.transforms import build_eval_transform, build_train_transform, parse_augment, parse_image_size
 
 SPLITS = ("train", "val", "test")
@@ -271,9 +272,13 @@ class SegmentationDataModule(L.LightningDataModule):
         skip_bad_samples: bool = False,
         persistent_workers: bool | None = None,
         outliers: Any = None,
+        val_outliers: Any = None,
+        val_outliers_seed: int = 0,
     ):
         """``outliers``: the ``data.outliers`` config (see ``hazardseg.data.outliers``); when enabled, the
-        TRAIN transform pastes outlier objects (label ``OUTLIER_LABEL``); val/test never do."""
+        TRAIN transform pastes outlier objects (label ``OUTLIER_LABEL``); test never does.
+        ``val_outliers``: a paste config (same keys as ``outliers``) or transform that turns the VAL split
+        into an anomaly proxy (the same objects every epoch; see :mod:`hazardseg.data.proxy`)."""
         super().__init__()
         self.root = None if root in (None, "", "null") else Path(str(root)).expanduser()
         self.image_size = parse_image_size(image_size or self.DEFAULT_IMAGE_SIZE)
@@ -316,6 +321,12 @@ class SegmentationDataModule(L.LightningDataModule):
         self.outliers = build_paste_transform(outliers)
         self.train_transform = build_train_transform(self.image_size, self.augment, self.ignore_index, self.outliers)
         self.eval_transform = build_eval_transform(self.image_size)
+        self.val_outliers = val_outliers if callable(val_outliers) else build_paste_transform(val_outliers, key="data.val_outliers")
+        self.val_transform = self.eval_transform
+        if self.val_outliers is not None:
+            from hazardseg.data.proxy import build_proxy_transform
+
+            self.val_transform = build_proxy_transform(self.image_size, self.val_outliers, val_outliers_seed)
         self.datasets: dict[str, SegmentationDataset] = {}
         self._fit_dataset: SegmentationDataset | None = None
 
@@ -360,7 +371,9 @@ class SegmentationDataModule(L.LightningDataModule):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         base = self._get(split)
-        return base.with_transform(self.train_transform if train_transform else self.eval_transform)
+        if train_transform:
+            return base.with_transform(self.train_transform)
+        return base.with_transform(self.val_transform if split == "val" else self.eval_transform)
 
     @property
     def bad_samples(self) -> dict[str, str]:
@@ -371,15 +384,16 @@ class SegmentationDataModule(L.LightningDataModule):
         return out
 
     def _loader(self, ds: SegmentationDataset, shuffle: bool) -> SegDataLoader:
+        workers = loader_workers(self.num_workers)  # launcher workers (joblib/loky) need an explicit start method
         return SegDataLoader(
             ds,
             batch_size=self.batch_size,
             shuffle=shuffle,
             drop_last=shuffle and len(ds) > self.batch_size,
-            num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
+            persistent_workers=self.persistent_workers and workers["num_workers"] > 0,
             collate_fn=collate,
+            **workers,
         )
 
     def train_dataloader(self) -> SegDataLoader:
@@ -407,7 +421,8 @@ class SegmentationDataModule(L.LightningDataModule):
             files.update(f"{item.name}:{_size(item.image)}:{_size(item.mask)}\n".encode())
         return {
             "dataset": f"{type(self).__module__}.{type(self).__qualname__}", "root": str(self.root), "split": split,
-            "files": files.hexdigest(), "image_size": list(self.image_size), "transform": repr(self.eval_transform),
+            "files": files.hexdigest(), "image_size": list(self.image_size),
+            "transform": repr(self.val_transform if split == "val" else self.eval_transform),
             "ignore_index": self.ignore_index,
         }
 
