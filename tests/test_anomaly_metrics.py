@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -10,7 +11,9 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from hazardseg.metrics import AnomalyMetrics, PerImageAnomalyMetrics
-from hazardseg.metrics.anomaly import NUM_BINS, bin_of, histogram
+from hazardseg.metrics import anomaly
+from hazardseg.metrics.anomaly import NUM_BINS, bin_index, bin_of, histogram
+from hazardseg.scorers import MSP, Energy, Entropy, MaxLogit
 
 TOL = 1e-4  # documented binning error budget for realistic (untied) scores
 EXACT = 1e-12  # float rounding only: exactly tied data must agree
@@ -88,6 +91,84 @@ def realistic(kind: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]
     else:
         raise AssertionError(kind)
     return s.float(), y
+
+
+def confident_logits(normal: int, anomalies: int, seed: int = 0, classes: int = 13) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 logits ``(n, C)`` of a simulated well-trained segmenter, and the anomaly labels.
+
+    Normal pixels have ``1 - max softmax`` log-normal around 8e-7 (99.7% within 1e-9..1e-4),
+    anomalies are 55x less confident; the max logit grows with the confidence (plus noise) and
+    the other classes share the rest of the mass unevenly; the argmax class is random. The
+    ``anomalies`` anomaly pixels come last, so ``[:normal + k]`` keeps the first k of them.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    n = normal + anomalies
+    is_anomaly = torch.arange(n) >= normal
+    log_eps = torch.randn(n, generator=gen) * (0.8 * math.log(10)) + math.log(8e-7)
+    log_eps = (log_eps + is_anomaly * math.log(55)).clamp(max=math.log(0.5))  # eps = 1 - max softmax
+    top = 4 - 0.5 * log_eps + torch.randn(n, generator=gen)
+    argmax = torch.randint(classes, (n, 1), generator=gen)
+    others = (torch.randn(n, classes, generator=gen) * 2).scatter_(1, argmax, -math.inf)
+    # scale the other classes so that sum_j e^(l_j - top) = eps / (1 - eps)
+    target = top + log_eps - torch.log1p(-log_eps.exp())
+    others += (target - others.logsumexp(1))[:, None]
+    return others.scatter_(1, argmax, top[:, None]), is_anomaly
+
+
+def paper_scores_float64(logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The papers' definitions, in float64: -max softmax, -max logit, entropy, energy (T=1)."""
+    lg = logits.double()
+    lse = lg.logsumexp(1, keepdim=True)
+    log_p = lg - lse  # log_softmax
+    p = log_p.exp()
+    return {
+        "msp": -p.amax(1),
+        "maxlogit": -lg.amax(1),
+        "entropy": -(p * log_p).sum(1),
+        "energy": -lse.squeeze(1),
+    }
+
+
+SCORERS = {"msp": MSP(), "maxlogit": MaxLogit(), "entropy": Entropy(), "energy": Energy()}
+CONFIDENT_NORMAL, CONFIDENT_ANOMALIES = 1_000_000, 10_102  # 1e-2 prevalence needs 10,102 anomalies
+
+
+@functools.lru_cache(maxsize=1)
+def confident_model() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+    """(our float32 maps, float64 paper scores, their descending order, labels) of one simulated model."""
+    logits, labels = confident_logits(CONFIDENT_NORMAL, CONFIDENT_ANOMALIES, seed=21)
+    as_image = logits.T.contiguous().view(1, logits.shape[1], -1, 1)  # (N, C, H, W) for the scorers
+    maps = {name: scorer(as_image).view(-1) for name, scorer in SCORERS.items()}
+    exact = paper_scores_float64(logits)
+    # sklearn's metrics do not depend on the input order; pre-sorted input makes its sorts ~free
+    order = {name: torch.argsort(score, descending=True, stable=True) for name, score in exact.items()}
+    return maps, exact, order, labels
+
+
+@pytest.mark.parametrize("prevalence", [1e-2, 1e-3, 1e-4, 1e-5])
+def test_confident_model_matches_float64_reference(prevalence: float) -> None:
+    """Pooled metrics of all four scorers' float32 maps vs sklearn/official on float64 paper scores."""
+    maps, exact, order, labels = confident_model()
+    n = CONFIDENT_NORMAL + round(prevalence * CONFIDENT_NORMAL / (1 - prevalence))
+    assert int(labels[:n].sum()) >= 10
+    for name in SCORERS:
+        got = pooled(maps[name][:n], labels[:n])
+        keep = order[name][order[name] < n]  # the first n pixels, in descending exact score
+        want = reference(exact[name][keep], labels[keep])
+        for key in ("aupr", "auroc", "fpr95"):
+            assert abs(got[key] - want[key]) <= TOL, (name, key, got[key], want[key])
+
+
+def test_error_bounds_expose_collapsed_max_softmax() -> None:
+    # -max softmax of a confident model in float32: most pixels are exactly -1.0 (tied with
+    # anomalies that are confident too). The data-dependent bound must show it.
+    logits, labels = confident_logits(200_000, 2_000, seed=22)
+    metric = AnomalyMetrics()
+    metric.update(-logits.softmax(1).amax(1), labels)
+    assert metric.error_bounds()["auroc"] > 1e-3
+    fixed = AnomalyMetrics()
+    fixed.update(MSP()(logits.T.contiguous().view(1, logits.shape[1], -1, 1)).view(-1), labels)
+    assert fixed.error_bounds()["auroc"] < 1e-5
 
 
 @pytest.mark.parametrize(
