@@ -430,9 +430,72 @@ def test_per_image_no_qualifying_image_raises() -> None:
         metric.update(torch.rand(8), torch.zeros(8, dtype=torch.bool))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu() -> None:
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_path_matches_cpu_and_stays_on_device(device: str) -> None:
     scores, labels = realistic("gauss_mix", 100_000, seed=16)
-    metric = AnomalyMetrics().cuda()
-    metric.update(scores.cuda(), labels.cuda())
-    assert metric.compute() == pooled(scores, labels)
+    valid = torch.rand(100_000, generator=torch.Generator().manual_seed(17)) < 0.9
+    metric = AnomalyMetrics().to(device)
+    s, y, v = scores.to(device), labels.to(device), valid.to(device)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")  # any host-device sync in update raises
+    try:
+        metric.update(s, y, v)
+    finally:
+        if device == "cuda":
+            torch.cuda.set_sync_debug_mode(0)
+    assert {t.device.type for t in (metric.counts, metric.pixels, metric.nan_pixels)} == {device}
+    assert metric.compute() == pooled(scores, labels, valid)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_nan_scores_raise_on_every_device(device: str) -> None:
+    scores = torch.tensor([0.1, float("nan"), 0.3], device=device)
+    labels = torch.tensor([True, False, False], device=device)
+    metric = AnomalyMetrics().to(device)
+    if device == "cpu":  # checked right away where that is free
+        with pytest.raises(ValueError, match="NaN"):
+            metric.update(scores, labels)
+    else:  # counted without a sync, reported by compute
+        metric.update(scores, labels)
+        with pytest.raises(ValueError, match="1 valid pixels had NaN"):
+            metric.compute()
+
+
+def test_scores_on_another_device_raise() -> None:
+    with pytest.raises(ValueError, match=r"metric.to\(scores.device\)"):
+        AnomalyMetrics().update(torch.rand(4, device="meta"), torch.ones(4, dtype=torch.bool, device="meta"))
+
+
+def test_update_raises_before_a_bin_overflows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(anomaly, "_INT32_MAX", 1000)  # pretend bins hold at most 1000 pixels
+    metric = AnomalyMetrics()
+    metric.update(torch.full((600,), 0.5), torch.zeros(600, dtype=torch.bool))
+    metric.update(torch.rand(600) + 1.0, torch.zeros(600, dtype=torch.bool))  # other bins: fine
+    metric.update(torch.full((300,), 0.5), torch.ones(300, dtype=torch.bool))  # other class row: fine
+    valid = torch.zeros(600, dtype=torch.bool)
+    valid[:400] = True
+    metric.update(torch.full((600,), 0.5), torch.zeros(600, dtype=torch.bool), valid)  # 1000: just fits
+    with pytest.raises(ValueError, match="overflow"):
+        metric.update(torch.full((1,), 0.5), torch.zeros(1, dtype=torch.bool))
+    assert int(metric.counts.sum()) == int(metric.pixels) == 1900  # nothing was added by the failed update
+
+
+def test_compute_detects_wrapped_counts() -> None:
+    metric = AnomalyMetrics()
+    metric.update(torch.rand(1000), torch.rand(1000) < 0.5)
+    metric.counts[0, bin_of(0.25)] -= 2**31 - 1  # what an int32 wrap-around in a DDP sum looks like
+    with pytest.raises(ValueError, match="overflowed"):
+        metric.compute()
+
+
+def test_bin_index_matches_scalar_definition() -> None:
+    gen = torch.Generator().manual_seed(18)
+    values = torch.cat([
+        torch.randn(5000, generator=gen) * torch.logspace(-45, 38, 5000).float(),
+        torch.tensor([0.0, -0.0, math.inf, -math.inf, 2.0**-40, -(2.0**-40), 2.0**23, -(2.0**23), 1e-45]),
+    ])
+    assert bin_index(values).tolist() == [bin_of(v) for v in values.tolist()]

@@ -458,3 +458,15 @@ def test_build_scorers_errors() -> None:
         build_scorers(OmegaConf.create({"energy": {"_target_": "hazardseg.scorers.Energy", "temperature": -1}}))
     with pytest.raises(ConfigError, match="not a Scorer"):
         build_scorers({"id": {"_target_": "torch.nn.Identity"}})
+
+
+def test_panel_anomaly_column_handles_infinite_msp() -> None:
+    from hazardseg.visualize import HEADER, prediction_panel
+
+    logits = torch.randn(3, 4, 5) * 3
+    logits[1:, 0, 0] = float("-inf")  # one pixel certain: MSP's log(1 - p_max) = -inf there
+    scores = MSP()(logits[None])[0]
+    assert scores[0, 0] == float("-inf")
+    panel, _ = prediction_panel(torch.zeros(3, 4, 5), torch.zeros(4, 5, dtype=torch.long), logits, 3, "x", anomaly=scores)
+    column = panel[HEADER:, 6 * 5 :, 0]  # the 7th column: anomaly score, grey
+    assert column[0, 0] == 0 and column.max() == 255  # -inf is the darkest pixel, the range is used

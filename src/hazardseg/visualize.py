@@ -61,10 +61,16 @@ def prediction_panel(
     error[((pred != mask) & valid).numpy()] = (255, 0, 0)
     columns = [rgb, gt_rgb, pred_rgb, overlay, confidence, error]
     if anomaly is not None:
-        a = anomaly.float().numpy()
-        columns.append(_grey((a - a.min()) / max(float(a.max() - a.min()), 1e-12)))
+        columns.append(_grey(_min_max(anomaly.float().numpy())))
     row = np.concatenate(columns, axis=1)
     return _caption(row, f"{name}  mIoU {100 * miou:.1f}%  |  " + " | ".join(COLUMNS[: len(columns)])), miou
+
+
+def _min_max(a: np.ndarray) -> np.ndarray:
+    """Scale to [0, 1] over the finite values; +-inf (e.g. MSP's log(1 - p) = -inf) go to the ends."""
+    finite = a[np.isfinite(a)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    return (np.clip(a, lo, hi) - lo) / max(hi - lo, 1e-12)
 
 
 def _grey(values: np.ndarray) -> np.ndarray:
