@@ -183,8 +183,8 @@ def test_realistic_scores_within_tolerance(kind: str) -> None:
     metric = AnomalyMetrics()
     metric.update(scores, labels)
     bounds = metric.error_bounds()
-    assert abs(got["auroc"] - want["auroc"]) <= bounds["auroc"] + EXACT
-    assert abs(got["aupr"] - want["aupr"]) <= bounds["aupr"] + EXACT
+    for key in ("aupr", "auroc", "fpr95"):
+        assert abs(got[key] - want[key]) <= bounds[key] + EXACT, key
     assert bounds["auroc"] < TOL
 
 
@@ -271,6 +271,28 @@ def test_fpr95_tie_goes_to_higher_recall() -> None:
     assert abs(0.94 - 0.95) == abs(0.96 - 0.95)
     assert fpr95_reference(labels.numpy(), scores.numpy()) == pytest.approx(2 / 3)
     assert pooled(scores, labels)["fpr95"] == pytest.approx(2 / 3, abs=EXACT)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_fpr95_crossing_inside_one_bin(tied: bool) -> None:
+    # 52 anomalies: 0.95 * 52 = 49.4, so recall count 49 is the target. Anomalies 49 and 50 share a
+    # bin (1.5 and 1.5 + 2**-22, 4 float32 steps apart); 1000 normals separate anomaly 50 from 51.
+    high = torch.arange(48, dtype=torch.float32) + 10.0
+    pair = torch.tensor([1.5, 1.5 if tied else 1.5 + 2.0**-22])
+    normals = torch.cat([torch.linspace(100.0, 200.0, 100), torch.linspace(0.5, 1.4, 1000), torch.linspace(-5.0, -1.0, 900)])
+    scores = torch.cat([high, pair, torch.tensor([0.0, -0.5]), normals])
+    labels = torch.zeros(scores.numel(), dtype=torch.bool)
+    labels[:52] = True
+    assert bin_of(float(pair[0])) == bin_of(float(pair[1]))
+    want = fpr95_reference(labels.numpy(), scores.double().numpy())
+    # distinct: count 49 is on the curve, the cutoff sits above anomaly 50: the 100 top normals.
+    # tied: counts 48 and 50 are on the curve, 50 is nearer: cutoff above anomaly 51, 1100 normals.
+    # (Treating the distinct pair as tied, as a plain histogram does, would give 1100 there too.)
+    assert want == (1100 if tied else 100) / 2000
+    metric = AnomalyMetrics()
+    metric.update(scores, labels)
+    assert metric.compute()["fpr95"] == pytest.approx(want, abs=EXACT)
+    assert metric.error_bounds()["fpr95"] == 0.0  # the cutoff's bin holds no normal pixel either way
 
 
 def test_streaming_equals_single_update() -> None:
@@ -362,7 +384,7 @@ def test_bins_are_monotone_and_cover_range() -> None:
     assert bin_of(1e-12) > bin_of(1e-30)  # inside the exponent window: resolved
     # tensor path agrees with the scalar definition, in every code path (pos, neg, mixed)
     for t in (torch.tensor(values[:8]), torch.tensor(values[10:]), torch.tensor(values)):
-        where, counts = histogram(t, torch.zeros_like(t, dtype=torch.bool))
+        where, counts, _ = histogram(t, torch.zeros_like(t, dtype=torch.bool))
         if isinstance(where, int):  # dense: columns are consecutive bins from gmin
             where = torch.arange(where, where + counts.shape[1])
         assert where[counts[0] > 0].tolist() == sorted(set(bin_of(v) for v in t.tolist()))
