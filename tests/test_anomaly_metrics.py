@@ -312,10 +312,11 @@ def test_ddp_style_merge_equals_single_object() -> None:
     full.update(scores, labels)
     a.update(scores[:50_000], labels[:50_000])
     b.update(scores[50_000:], labels[50_000:])
-    # what DDP's dist_reduce_fx="sum" does: element-wise sum of every state
+    # what DDP's sync does: gather every state, reduce with its dist_reduce_fx (sum / min / max)
     summed = AnomalyMetrics()
-    summed.counts = a.counts + b.counts
-    summed.pixels = a.pixels + b.pixels
+    for name, reduce in summed._reductions.items():
+        setattr(summed, name, reduce(torch.stack([getattr(a, name), getattr(b, name)])))
+        assert torch.equal(getattr(summed, name), getattr(full, name)), name
     summed._update_count = 1
     assert summed.compute() == full.compute()
     a.merge_state(b)
