@@ -327,9 +327,16 @@ def test_valid_mask_drops_pixels() -> None:
     scores, labels = realistic("entropy", 50_000, seed=10)
     valid = torch.rand(50_000, generator=torch.Generator().manual_seed(11)) < 0.7
     garbage = scores.clone()
-    garbage[~valid] = float("nan")  # ignored pixels may hold anything, even NaN
-    got = pooled(garbage, labels, valid)
-    assert got == pooled(scores[valid], labels[valid])
+    ignored = scores[~valid]
+    # ignored pixels may hold anything: NaN, or values that would change counts and tie flags
+    garbage[~valid] = torch.where(torch.arange(ignored.numel()) % 2 == 0, float("nan"), ignored.flip(0) * 1.0001)
+    masked, kept = AnomalyMetrics(), AnomalyMetrics()
+    masked.update(garbage, labels, valid)
+    kept.update(scores[valid], labels[valid])
+    for name in masked._defaults:  # every state, the tie flags included
+        assert torch.equal(getattr(masked, name), getattr(kept, name)), name
+    got = masked.compute()
+    assert got == kept.compute()
     assert_close(got, reference(scores[valid], labels[valid]), TOL)
     assert got != pooled(scores, labels)
 

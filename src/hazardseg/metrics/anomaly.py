@@ -17,7 +17,7 @@ scores; FPR95 uses the flags (see the error bounds).
 Update path. ``update`` computes every pixel's global bin with a few elementwise integer ops
 (:func:`bin_index`, the same ops for any sign pattern) and adds it straight into the state
 (``scatter_add_`` for the counts, ``scatter_reduce_`` for the flags); ignored pixels are added
-with weight 0 (flags: to a spare slot) rather than removed. Nothing in it is
+with weight 0 (flags: neutral values) rather than removed. Nothing in it is
 sized by the scores' range and nothing is read back to the host, so the cost per pixel barely
 depends on the score distribution (MSP, max logit, entropy, energy, Gaussian maps all run at
 100-200 Mpx/s on 2 CPU cores, see ``bench/``) and, on a GPU, ``update`` never synchronises.
@@ -114,7 +114,6 @@ _HI_Q = (127 + EXP_MAX) << MANTISSA_BITS  # shifted magnitude key of 2**EXP_MAX
 _HALF = _HI_Q - _LO_Q  # magnitude bins on each side of the centre bin
 NUM_BINS = 2 * _HALF + 1
 _INT32_MAX = 2**31 - 1
-_NEG_Q = -(1 << (31 - _SHIFT))  # (int32 bits of a negative float) >> _SHIFT = _NEG_Q + |x| key
 _LOW_MASK = (1 << _SHIFT) - 1  # the mantissa bits below the bin resolution: they tell values in a bin apart
 
 
@@ -309,10 +308,10 @@ class AnomalyMetrics(Metric):
         self.add_state("counts", default=torch.zeros(2, NUM_BINS, dtype=torch.int32), dist_reduce_fx="sum")
         self.add_state("pixels", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state("nan_pixels", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
-        # Per bin, the smallest and largest low mantissa bits seen (tells tie groups from bins of
-        # distinct values, for FPR95); the extra last slot takes ignored pixels. 2 x 7.9 MiB.
-        self.add_state("low_min", default=torch.full((NUM_BINS + 1,), 255, dtype=torch.uint8), dist_reduce_fx="min")
-        self.add_state("low_max", default=torch.zeros(NUM_BINS + 1, dtype=torch.uint8), dist_reduce_fx="max")
+        # Per bin, the smallest and largest low mantissa bits seen: tells tie groups from bins of
+        # distinct values, for FPR95. 2 x 7.9 MiB.
+        self.add_state("low_min", default=torch.full((NUM_BINS,), 255, dtype=torch.uint8), dist_reduce_fx="min")
+        self.add_state("low_max", default=torch.zeros(NUM_BINS, dtype=torch.uint8), dist_reduce_fx="max")
         self._pixels_fed = 0  # host-side upper bound on any bin of this process (see _check_room)
 
     def reset(self) -> None:
@@ -336,18 +335,18 @@ class AnomalyMetrics(Metric):
         if scores.device.type == "cpu" and int(nan_pixels):  # free on the host; on a GPU compute() raises
             raise ValueError(_NAN_MESSAGE)
         self.nan_pixels += nan_pixels
-        bins = bin_index(scores).long()  # scatter ops take int64 indices
-        flat = torch.add(bins, labels, alpha=NUM_BINS)  # row 1 of the (2, NUM_BINS) state = anomaly pixels
+        index = bin_index(scores).long()  # scatter ops take int64 indices
+        low_min = low_max = _low_bits(scores)
+        if valid is not None:  # neutral values for ignored pixels (cheaper than moving their index)
+            low_min, low_max = low_min.masked_fill(~valid, 255), low_max.masked_fill(~valid, 0)
+        self.low_min.scatter_reduce_(0, index, low_min, "amin")
+        self.low_max.scatter_reduce_(0, index, low_max, "amax")
+        index.add_(labels, alpha=NUM_BINS)  # now into the flat (2, NUM_BINS) counts: row 1 = anomaly pixels
         self._pixels_fed += scores.numel()
         if self._pixels_fed > _INT32_MAX:
-            self._check_room(flat, weight)
-        self.counts.view(-1).scatter_add_(0, flat, weight)
+            self._check_room(index, weight)
+        self.counts.view(-1).scatter_add_(0, index, weight)
         self.pixels += scores.numel() if valid is None else weight.sum()
-        if valid is not None:
-            bins = torch.where(valid, bins, NUM_BINS)
-        low = _low_bits(scores)
-        self.low_min.scatter_reduce_(0, bins, low, "amin")
-        self.low_max.scatter_reduce_(0, bins, low, "amax")
 
     def _check_room(self, flat: Tensor, weight: Tensor) -> None:
         """Raise before a bin passes ``2**31 - 1``; runs (and syncs) only once that many pixels were fed.
@@ -367,7 +366,7 @@ class AnomalyMetrics(Metric):
         """Occupied bins: int64 counts ``(2, k)`` and ``distinct`` flags ``(k,)``, after the sanity checks."""
         if int(self.nan_pixels):
             raise ValueError(f"{int(self.nan_pixels)} valid pixels had NaN scores; " + _NAN_MESSAGE)
-        counts, distinct = _compact(self.counts, self.low_min[:NUM_BINS] != self.low_max[:NUM_BINS])
+        counts, distinct = _compact(self.counts, self.low_min != self.low_max)
         if counts.shape[1] == 0:
             raise ValueError("AnomalyMetrics.compute() called before any pixel was added via update()")
         if int(counts.sum()) != int(self.pixels) or bool((counts < 0).any()):
