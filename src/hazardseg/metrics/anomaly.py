@@ -97,6 +97,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 
 import numpy as np
 import torch
@@ -132,23 +133,27 @@ def bin_of(x: float) -> int:
 def bin_index(scores: Tensor) -> Tensor:
     """int32 global bin of every score (contiguous float32); elementwise, equal to :func:`bin_of`.
 
-    Sign-magnitude on the bit pattern: clamp the magnitude key into the exponent window, then
-    mirror it below the centre bin for negative scores. Branch-free, so every score
-    distribution (one-signed, mixed signs, infinities) costs the same handful of integer passes.
+    Sign-magnitude on the bit pattern: clamp the magnitude key ``m`` into the exponent window,
+    then ``bin = _HALF + (m - _LO_Q)`` for positive and ``_HALF - (m - _LO_Q)`` for negative
+    scores. Branch-free, so every score distribution (one-signed, mixed signs, infinities)
+    costs the same seven integer passes.
     """
     bits = scores.view(torch.int32)
     idx = bits & 0x7FFFFFFF  # magnitude bits; also maps -0.0 to +0.0
     idx >>= _SHIFT
-    idx.clamp_(_LO_Q, _HI_Q).sub_(_LO_Q)  # 0 = centre bin .. _HALF = outermost bin
+    idx.clamp_(_LO_Q, _HI_Q)
     sign = bits >> 31  # 0 or -1 (arithmetic shift)
+    # with s in {0, -1}: (m ^ s) - s = +-m, so _HALF +- (m - _LO_Q) = (m ^ s) + _HALF - _LO_Q - s (1 + 2 _LO_Q)
     idx ^= sign
-    idx -= sign  # conditional negation: -idx where the score is negative
-    idx += _HALF
+    idx.add_(sign, alpha=-(1 + 2 * _LO_Q))
+    idx += _HALF - _LO_Q
     return idx
 
 
 def _low_bits(scores: Tensor) -> Tensor:
     """uint8 mantissa bits below the bin resolution; within a bin, equal low bits = equal scores."""
+    if sys.byteorder == "little":  # the lowest byte of each float32, read in place: one pass
+        return scores.view(torch.uint8)[::4] & _LOW_MASK
     return (scores.view(torch.int32) & _LOW_MASK).to(torch.uint8)
 
 
@@ -331,10 +336,11 @@ class AnomalyMetrics(Metric):
         if valid is not None:
             weight = valid.to(torch.int32)
             nan &= valid
-        nan_pixels = nan.sum()
-        if scores.device.type == "cpu" and int(nan_pixels):  # free on the host; on a GPU compute() raises
-            raise ValueError(_NAN_MESSAGE)
-        self.nan_pixels += nan_pixels
+        if scores.device.type == "cpu":  # checking is free on the host; on a GPU, compute() raises
+            if bool(nan.any()):
+                raise ValueError(_NAN_MESSAGE)
+        else:
+            self.nan_pixels += nan.sum()
         index = bin_index(scores).long()  # scatter ops take int64 indices
         low_min = low_max = _low_bits(scores)
         if valid is not None:  # neutral values for ignored pixels (cheaper than moving their index)
