@@ -495,6 +495,24 @@ def test_nan_scores_raise_on_every_device(device: str) -> None:
             metric.compute()
 
 
+def test_sync_free_path_equals_host_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The GPU code path (no gathering, NaN counted for compute) run on the CPU: same states.
+    scores, labels = realistic("gauss_mix", 60_000, seed=19)
+    valid = torch.rand(60_000, generator=torch.Generator().manual_seed(20)) < 0.8
+    host = AnomalyMetrics()
+    host.update(scores, labels, valid)
+    host.update(scores[:1000], labels[:1000])
+    monkeypatch.setattr(anomaly, "_host_sync_is_free", lambda device: False)
+    device_like = AnomalyMetrics()
+    device_like.update(scores, labels, valid)
+    device_like.update(scores[:1000], labels[:1000])
+    for name in host._defaults:
+        assert torch.equal(getattr(host, name), getattr(device_like, name)), name
+    device_like.update(torch.tensor([float("nan"), 1.0]), torch.tensor([False, True]), torch.tensor([True, True]))
+    with pytest.raises(ValueError, match="1 valid pixels had NaN"):
+        device_like.compute()
+
+
 def test_scores_on_another_device_raise() -> None:
     with pytest.raises(ValueError, match=r"metric.to\(scores.device\)"):
         AnomalyMetrics().update(torch.rand(4, device="meta"), torch.ones(4, dtype=torch.bool, device="meta"))

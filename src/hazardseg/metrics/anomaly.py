@@ -10,14 +10,14 @@ follow the float format itself (relative, not absolute, resolution) and no score
 be known in advance. Two int32 count histograms (anomaly, normal) are the main state; they are
 summed across processes (``dist_reduce_fx="sum"``), so DDP needs no extra code. Two uint8 arrays
 keep, per bin, the smallest and largest of the float32 mantissa bits below the bin resolution
-(``dist_reduce_fx="min"`` / ``"max"``): equal means the bin holds one value, a tie group. For
-AUROC and AUPR, pixels in the same bin are treated as tied, exactly as sklearn treats equal
-scores; FPR95 uses the flags (see the error bounds).
+over the bin's *anomaly* pixels (``dist_reduce_fx="min"`` / ``"max"``): equal means its
+anomalies share one value, a tie group. For AUROC and AUPR, pixels in the same bin are treated
+as tied, exactly as sklearn treats equal scores; FPR95 uses the flags (see the error bounds).
 
 Update path. ``update`` computes every pixel's global bin with a few elementwise integer ops
 (:func:`bin_index`, the same ops for any sign pattern) and adds it straight into the state
-(``scatter_add_`` for the counts, ``scatter_reduce_`` for the flags); ignored pixels are added
-with weight 0 (flags: neutral values) rather than removed. Nothing in it is
+(``scatter_add_`` for the counts, ``scatter_reduce_`` of the anomaly pixels for the flags);
+ignored pixels are added with weight 0 rather than removed. Nothing in it is
 sized by the scores' range and nothing is read back to the host, so the cost per pixel barely
 depends on the score distribution (MSP, max logit, entropy, energy, Gaussian maps all run at
 100-200 Mpx/s on 2 CPU cores, see ``bench/``) and, on a GPU, ``update`` never synchronises.
@@ -42,7 +42,7 @@ Bin layout (``MANTISSA_BITS = 16``, exponent window ``[2**-40, 2**23]``):
   Scores outside this window lose their order among themselves -- rescale them if that matters;
 * ``2 * 63 * 2**16 + 1 = 8,257,537`` bins per class: 63 MiB of int32 counts plus 2 x 7.9 MiB of
   uint8 flags, 79 MiB of state in total. In the centre and outermost bins the flags compare
-  only the low mantissa bits, so distinct values there may pass for a tie group.
+  only the low mantissa bits, so distinct anomaly scores there may pass for a tie group.
 
 Error bound. Only pixels sharing a bin can be ordered differently from the exact sort:
 
@@ -52,13 +52,15 @@ Error bound. Only pixels sharing a bin can be ordered differently from the exact
   change, and each stays between the bin's extreme precisions, so the error is at most
   ``sum_b pos_b / P * (spread of precision inside bin b)``;
 * FPR95: the reference picks the recall count nearest ``0.95 P`` and counts the normal pixels
-  above the next anomaly. In a bin of one value (a tie group) the exact curve has no points
-  inside, and the binned cutoff is exact. In a bin of distinct values every count is on the
-  exact curve, but the order of its pixels is unknown: the normal pixels of that bin above the
-  cutoff are estimated (random interleaving), so the error is below the fraction of normal
-  pixels in that one bin (assuming no exact ties among the bin's distinct values). Treating
-  such a bin as a tie group instead can move the cutoff past a whole gap between two anomalies:
-  measured 5e-3 of FPR95 with 2e3 anomalies on 2e5 pixels.
+  above the next anomaly. Which counts exist on the exact curve depends on the anomaly scores
+  only: none inside a bin whose anomalies share one value, all inside a bin of distinct
+  anomalies; the flags tell which, so the cutoff lands on the exact count. Only where the
+  cutoff bin's normal pixels sit among its anomalies is unknown (taken as tied with a tie
+  group, as randomly interleaved with distinct anomalies), so the error is below the fraction
+  of normal pixels in that one bin (exact when the whole bin is one value; partial ties among
+  a bin's anomalies are not resolved). Treating every bin as a tie group instead can move the
+  cutoff past a whole gap between two anomalies: measured 5e-3 of FPR95 with 2e3 anomalies on
+  2e5 pixels.
 
 :meth:`AnomalyMetrics.error_bounds` evaluates the three bounds on the accumulated data.
 The error is small when the scores spread over many bins, i.e. differ *relatively* by more
@@ -158,7 +160,7 @@ def _low_bits(scores: Tensor) -> Tensor:
 
 
 def _distinct(bins: Tensor, low: Tensor, size: int) -> Tensor:
-    """bool per bin 0..size-1: does it hold more than one float32 value? (``bins``: int64)."""
+    """bool per bin 0..size-1: do the given pixels (``bins``: int64) hold more than one value there?"""
     low_min = torch.full((size,), 255, dtype=torch.uint8, device=low.device).scatter_reduce_(0, bins, low, "amin")
     low_max = torch.zeros(size, dtype=torch.uint8, device=low.device).scatter_reduce_(0, bins, low, "amax")
     return low_min != low_max
@@ -180,6 +182,11 @@ def _flat_inputs(scores: Tensor, is_anomaly: Tensor, valid: Tensor | None) -> tu
 _NAN_MESSAGE = "scores contain NaN; anomaly scores must be numbers (+-inf are allowed)"
 
 
+def _host_sync_is_free(device: torch.device) -> bool:
+    """True on the CPU: reading a value back or sizing a tensor by its content costs no device sync."""
+    return device.type == "cpu"
+
+
 def histogram(
     scores: Tensor, is_anomaly: Tensor, valid: Tensor | None = None
 ) -> tuple[int | Tensor, Tensor, Tensor] | None:
@@ -188,7 +195,8 @@ def histogram(
     Used per image by :class:`PerImageAnomalyMetrics`, where a full-size histogram per image
     would cost more than the image. Returns ``(where, counts, distinct)`` with ``counts`` of
     shape ``(2, k)`` (row 0 normal, row 1 anomaly) in ascending bin order and ``distinct`` (k,)
-    bool, True where a bin holds more than one float32 value; or ``None`` for zero pixels.
+    bool, True where a bin's anomaly pixels hold more than one float32 value; or ``None`` for
+    zero pixels.
     Dense case: ``where`` is the int ``gmin`` and the columns are bins ``gmin .. gmin+k-1``.
     Sparse case (span larger than the pixel count): ``where`` is a tensor of the ``k`` occupied
     global bins, found with ``torch.unique``. Reads the bin range back to the host (one sync),
@@ -208,10 +216,10 @@ def histogram(
     if span > idx.numel():
         bins, inverse = torch.unique(idx, return_inverse=True)
         k = bins.numel()
-        distinct = _distinct(inverse, _low_bits(scores), k)
+        distinct = _distinct(inverse[labels], _low_bits(scores[labels]), k)
         counts = torch.bincount(inverse.add_(labels, alpha=k), minlength=2 * k).view(2, k)
         return bins.long() + gmin, counts, distinct
-    distinct = _distinct(idx.long(), _low_bits(scores), span)
+    distinct = _distinct(idx[labels].long(), _low_bits(scores[labels]), span)
     idx.add_(labels, alpha=span)
     counts = torch.bincount(idx, minlength=2 * span).view(2, span)
     return gmin, counts, distinct
@@ -226,8 +234,8 @@ def _compact(counts: Tensor, distinct: Tensor) -> tuple[Tensor, Tensor]:
 def metrics_from_counts(neg: Tensor, pos: Tensor, distinct: Tensor | None = None) -> dict[str, float]:
     """AUPR/AUROC/FPR95 from per-bin counts in ascending score order (int64, 1-D).
 
-    ``distinct`` (bool per bin) marks bins holding more than one float32 value; ``None`` means
-    every bin is one value (a tie group). Only FPR95 uses it.
+    ``distinct`` (bool per bin) marks bins whose anomaly pixels hold more than one float32
+    value; ``None`` means none do (every bin a tie group). Only FPR95 uses it.
     """
     pos, neg = pos.flip(0), neg.flip(0)  # descending score, as the curves are defined
     distinct = torch.zeros_like(pos, dtype=torch.bool) if distinct is None else distinct.flip(0)
@@ -243,35 +251,36 @@ def metrics_from_counts(neg: Tensor, pos: Tensor, distinct: Tensor | None = None
     # AP = sum over thresholds of (recall step) * precision, no interpolation (sklearn).
     precision = tps.double() / (tps + fps).clamp(min=1).double()
     aupr = (posd * precision).sum().item() / num_pos
-    cutoff, in_bin, _ = _fpr95_cutoff(pos, neg, tps, distinct, num_pos)
+    cutoff, in_bin = _fpr95_cutoff(pos, neg, tps, distinct, num_pos)
     fpr95 = (int(fps[cutoff] - neg[cutoff]) + in_bin) / num_neg
     return {"aupr": aupr, "auroc": auroc, "fpr95": fpr95}
 
 
-def _fpr95_cutoff(pos: Tensor, neg: Tensor, tps: Tensor, distinct: Tensor, num_pos: int) -> tuple[int, float, bool]:
+def _fpr95_cutoff(pos: Tensor, neg: Tensor, tps: Tensor, distinct: Tensor, num_pos: int) -> tuple[int, float]:
     """Hendrycks' FPR95 operating point on binned counts in descending score order.
 
     The reference (``fpr_and_fdr_at_recall``) takes, among its curve points from full recall
     upwards, the first with minimal ``|recall - 0.95|``: the recall count ``t*`` nearest to
     ``0.95 P`` (ties: the higher), at the lowest threshold with that count, i.e. just above
     anomaly ``t* + 1`` (for ``t* = P``: at the last anomaly, normals tied with it included).
-    Returns ``(c, in_bin, estimated)``: FPR95 counts the normals of the bins above bin ``c``
-    plus ``in_bin`` normals of bin ``c``.
+    Returns ``(c, in_bin)``: FPR95 counts the normals of the bins above bin ``c`` plus
+    ``in_bin`` of bin ``c``'s normals, so the error is below ``neg[c]`` normals.
 
-    A bin holding one value is a tie group, as in the reference: counts inside it are not on the
-    curve. Inside a bin holding distinct values every count is on the exact curve, but where
-    its normals sit between its anomalies is unknown: ``in_bin`` is their expected number above
-    the k-th of the bin's ``pos`` anomalies if they are interleaved at random,
-    ``neg * k / (pos + 1)`` (error below the bin's normal count; ``estimated`` is True). Treating
-    such a bin as a tie group instead could move the cutoff by a whole gap between two
-    anomalies (measured: 5e-3 of FPR95 for 2e3 anomalies).
+    Which counts are on the exact curve depends only on the anomaly scores: inside a bin whose
+    anomalies share one value (a tie group) there are none, inside a bin whose anomalies are
+    distinct there are all. Where a bin's normals sit between its anomalies is unknown: for a
+    tie group they are taken as tied with it (exact when the whole bin is one value), for
+    distinct anomalies ``in_bin`` is their expected number above the k-th of the ``pos``
+    anomalies if interleaved at random, ``neg * k / (pos + 1)``. Treating a bin of distinct
+    anomalies as a tie group instead can move the cutoff past a whole gap between two anomalies
+    (measured: 5e-3 of FPR95 with 2e3 anomalies on 2e5 pixels).
     """
     last = int(torch.searchsorted(tps, torch.tensor([num_pos], device=tps.device))[0])
-    ends = tps[: last + 1]  # recall counts at bin ends, the points every bin layout has
+    ends = tps[: last + 1]  # recall counts at bin ends, on the curve whatever the bins hold
     dist = (ends.double() / float(num_pos) - RECALL_LEVEL).abs()
     best_dist = float(dist.min())
     best = int(ends[int(torch.nonzero(dist == best_dist).max())])  # ties: the higher count
-    # counts strictly inside bins of distinct values are on the curve too; only those next to
+    # counts strictly inside bins of distinct anomalies are on the curve too; only those next to
     # 0.95 P can beat the bin ends (float distances exactly as the reference computes them)
     near = math.floor(RECALL_LEVEL * num_pos)
     for t in range(max(near - 1, 1), min(near + 2, num_pos) + 1):
@@ -287,8 +296,8 @@ def _fpr95_cutoff(pos: Tensor, neg: Tensor, tps: Tensor, distinct: Tensor, num_p
         k, ties_count = best + 1 - int(tps[c] - pos[c]), False
     n_c = int(neg[c])
     if not bool(distinct[c]):
-        return c, float(n_c if ties_count else 0), False
-    return c, n_c * k / (int(pos[c]) + 1), True
+        return c, float(n_c if ties_count else 0)
+    return c, n_c * k / (int(pos[c]) + 1)
 
 
 class AnomalyMetrics(Metric):
@@ -313,8 +322,8 @@ class AnomalyMetrics(Metric):
         self.add_state("counts", default=torch.zeros(2, NUM_BINS, dtype=torch.int32), dist_reduce_fx="sum")
         self.add_state("pixels", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state("nan_pixels", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
-        # Per bin, the smallest and largest low mantissa bits seen: tells tie groups from bins of
-        # distinct values, for FPR95. 2 x 7.9 MiB.
+        # Per bin, the smallest and largest low mantissa bits of its *anomaly* pixels: tells tie
+        # groups from bins of distinct anomaly scores, for FPR95. 2 x 7.9 MiB.
         self.add_state("low_min", default=torch.full((NUM_BINS,), 255, dtype=torch.uint8), dist_reduce_fx="min")
         self.add_state("low_max", default=torch.zeros(NUM_BINS, dtype=torch.uint8), dist_reduce_fx="max")
         self._pixels_fed = 0  # host-side upper bound on any bin of this process (see _check_room)
@@ -330,29 +339,51 @@ class AnomalyMetrics(Metric):
                 "move the metric to the scores' device with metric.to(scores.device)"
             )
         scores, labels, valid = _flat_inputs(scores, is_anomaly, valid)
-        # Invalid pixels are not removed (boolean indexing syncs on a GPU) but added with weight 0.
+        if scores.numel() == 0:
+            return
+        self._check_nan(scores, valid)
+        index = bin_index(scores)
+        index.add_(labels, alpha=NUM_BINS)  # into the flat (2, NUM_BINS) counts: row 1 = anomaly pixels
+        index = index.long()  # scatter ops take int64 indices
+        # Ignored pixels are not removed (boolean indexing syncs on a GPU) but added with weight 0.
         weight = torch.ones(1, dtype=torch.int32, device=scores.device).expand(scores.numel())
-        nan = torch.isnan(scores)
         if valid is not None:
             weight = valid.to(torch.int32)
-            nan &= valid
-        if scores.device.type == "cpu":  # checking is free on the host; on a GPU, compute() raises
-            if bool(nan.any()):
-                raise ValueError(_NAN_MESSAGE)
-        else:
-            self.nan_pixels += nan.sum()
-        index = bin_index(scores).long()  # scatter ops take int64 indices
-        low_min = low_max = _low_bits(scores)
-        if valid is not None:  # neutral values for ignored pixels (cheaper than moving their index)
-            low_min, low_max = low_min.masked_fill(~valid, 255), low_max.masked_fill(~valid, 0)
-        self.low_min.scatter_reduce_(0, index, low_min, "amin")
-        self.low_max.scatter_reduce_(0, index, low_max, "amax")
-        index.add_(labels, alpha=NUM_BINS)  # now into the flat (2, NUM_BINS) counts: row 1 = anomaly pixels
         self._pixels_fed += scores.numel()
         if self._pixels_fed > _INT32_MAX:
             self._check_room(index, weight)
         self.counts.view(-1).scatter_add_(0, index, weight)
         self.pixels += scores.numel() if valid is None else weight.sum()
+        self._update_tie_flags(scores, index, labels if valid is None else labels & valid)
+
+    def _check_nan(self, scores: Tensor, valid: Tensor | None) -> None:
+        """NaN in valid pixels: raise now on the host (free there); count on a GPU for compute()."""
+        on_host = _host_sync_is_free(scores.device)
+        if on_host and valid is None:
+            if bool(scores.max().isnan()):  # max propagates NaN: one read-only pass
+                raise ValueError(_NAN_MESSAGE)
+            return
+        nan = torch.isnan(scores)
+        if valid is not None:
+            nan &= valid
+        if on_host:
+            if bool(nan.any()):
+                raise ValueError(_NAN_MESSAGE)
+        else:
+            self.nan_pixels += nan.sum()
+
+    def _update_tie_flags(self, scores: Tensor, index: Tensor, anomaly: Tensor) -> None:
+        """Fold the anomaly pixels' low mantissa bits into the per-bin min/max flags."""
+        if _host_sync_is_free(scores.device):  # anomalies are few: gather them first
+            where = torch.nonzero(anomaly).squeeze(1)
+            bins, low_min = index[where] - NUM_BINS, _low_bits(scores[where])
+            low_max = low_min
+        else:  # gathering would sync; other pixels get neutral values instead
+            bins = torch.where(anomaly, index - NUM_BINS, 0)
+            low = _low_bits(scores)
+            low_min, low_max = low.masked_fill(~anomaly, 255), low.masked_fill(~anomaly, 0)
+        self.low_min.scatter_reduce_(0, bins, low_min, "amin")
+        self.low_max.scatter_reduce_(0, bins, low_max, "amax")
 
     def _check_room(self, flat: Tensor, weight: Tensor) -> None:
         """Raise before a bin passes ``2**31 - 1``; runs (and syncs) only once that many pixels were fed.
@@ -386,14 +417,14 @@ class AnomalyMetrics(Metric):
     def error_bounds(self) -> dict[str, float]:
         """Upper bounds on |metric - exact| caused by binning (see module doc), per metric.
 
-        Pixels with exactly equal scores also share a bin, so the AUROC/AUPR bounds are
-        conservative for tied data (there the error is zero). The FPR95 bound is the fraction of
-        normal pixels in the bin at the cutoff when that bin holds distinct values, else 0.
+        Pixels with exactly equal scores also share a bin, so the bounds are conservative for
+        tied data (there the error is zero). The FPR95 bound is the fraction of normal pixels in
+        the bin at the cutoff.
         """
         counts, distinct = self._occupied()
         neg, pos = counts[0].flip(0), counts[1].flip(0)
-        cutoff, _, estimated = _fpr95_cutoff(pos, neg, pos.cumsum(0), distinct.flip(0), int(pos.sum()))
-        fpr95 = int(neg[cutoff]) / int(neg.sum()) if estimated else 0.0
+        cutoff, _ = _fpr95_cutoff(pos, neg, pos.cumsum(0), distinct.flip(0), int(pos.sum()))
+        fpr95 = int(neg[cutoff]) / int(neg.sum())
         tps, fps = pos.cumsum(0).double(), neg.cumsum(0).double()
         num_pos, num_neg = tps[-1].item(), fps[-1].item()
         posd, negd = pos.double(), neg.double()
