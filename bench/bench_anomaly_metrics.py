@@ -203,8 +203,14 @@ def bench_maps(pixels: int, repeats: int) -> None:
 
     from hazardseg.metrics import AnomalyMetrics
 
-    anomalies = pixels // 100
-    current, previous, _, labels = confident_maps(pixels - anomalies, anomalies, seed=4, exact=False)
+    parts = []  # generated in 1M-pixel pieces: the 13-class logits of all pixels at once would need GBs
+    for seed, start in enumerate(range(0, pixels, 1_000_000)):
+        n = min(1_000_000, pixels - start)
+        parts.append(confident_maps(n - n // 100, n // 100, seed=40 + seed, exact=False))
+    current = {k: torch.cat([part[0][k] for part in parts]) for k in parts[0][0]}
+    previous = {k: torch.cat([part[1][k] for part in parts]) for k in parts[0][1]}
+    labels = torch.cat([part[3] for part in parts])
+    del parts
     gen = torch.Generator().manual_seed(5)
     maps = {
         "msp: log(1 - max softmax)": current["msp"],
