@@ -94,8 +94,8 @@ def prediction_panel(
         tiles.append(("anomaly ground truth", gt_rgb))
     if anomaly is not None:
         a = anomaly.float().numpy()
-        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
-        heat = _colourmap((a - lo) / max(hi - lo, 1e-12), "inferno")
+        lo, hi = _finite_range(a)
+        heat = _colourmap((np.clip(a, lo, hi) - lo) / max(hi - lo, 1e-12), "inferno")
         heat[_contour(is_anomaly)] = CONTOUR_RGB
         tiles.append((f"{scorer} (cyan: anomaly GT)", heat))
         bars[len(tiles) - 1] = ("inferno", f"{lo:.3g}", f"{hi:.3g}")
@@ -200,3 +200,9 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
 
     r, g, b = colorsys.hsv_to_rgb(h, s, v)
     return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _finite_range(a: np.ndarray) -> tuple[float, float]:
+    """Min and max over the finite values: +-inf (e.g. MSP's log(1 - p) = -inf) go to the colour map's ends."""
+    finite = a[np.isfinite(a)]
+    return (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
