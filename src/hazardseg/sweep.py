@@ -15,6 +15,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from hazardseg.cli import report_sweep_failures
 from hazardseg.io import atomic_write_json, atomic_write_text
 
 
@@ -33,6 +34,7 @@ class SweepReport(Callback):
         atomic_write_text(sweep_dir / "sweep_report.csv", buffer.getvalue())
         failed = [r["job"] for r in rows if r["status"] != "completed"]
         print(f"[hazardseg] sweep report: {sweep_dir / 'sweep_report.csv'} ({len(rows) - len(failed)} completed, failed: {failed or 'none'})")
+        report_sweep_failures(sweep_dir)  # prints each failed job and its error; the process then exits non-zero
 
 
 def job_row(job_dir: Path) -> dict[str, Any]:
@@ -45,6 +47,7 @@ def job_row(job_dir: Path) -> dict[str, Any]:
     if row["status"] != "completed":
         return {**row, "error": results.get("error", "")}
     row["reused_checkpoint"] = results.get("reused_checkpoint")
+    row["skipped_samples"] = len(results.get("skipped_samples") or {})  # files in the job's results.json
     row["train_hash"] = results.get("train_hash")
     metrics = results.get("metrics", {})
     row["test/miou"] = metrics.get("test/miou")
