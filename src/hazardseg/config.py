@@ -218,7 +218,7 @@ def _matches(node: Any, pattern: str, prefix: str = "") -> Iterator[tuple[str, A
     head, _, rest = pattern.partition(".")
     if not isinstance(node, DictConfig):
         return
-    keys = [k for k in node.keys() if isinstance(k, str)] if head == "*" else ([head] if head in node else [])
+    keys = [k for k in node.keys() if isinstance(k, str)] if head == "*" else ([head] if head in node.keys() else [])  # keys() lists ??? ones too
     for k in keys:
         key = f"{prefix}{k}"
         if OmegaConf.is_missing(node, k):
