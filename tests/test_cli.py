@@ -59,12 +59,13 @@ def test_scorer_multirun_trains_once_and_logs_wandb_offline(tmp_path):
     assert evals[0]["metrics"]["test/miou"] == pytest.approx(jobs[0]["metrics"]["test/miou"], abs=1e-6)
 
 
-def test_failed_job_does_not_stop_the_sweep(tmp_path):
+def test_failed_job_does_not_stop_the_sweep_but_fails_it(tmp_path):
     proc = run([str(REPO / "train.py"), "-m", "optim.optimizer.lr=-1,1e-3", "logger=none", "trainer=debug", *TINY_DATA], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 2, proc.stderr[-3000:]  # after running every job
+    assert "job 0 (optim.optimizer.lr=-1) failed: optim.optimizer.lr=-1: expected a number > 0" in proc.stderr
     sweep = sweep_dir(tmp_path)
     failed = json.loads((sweep / "0" / "results.json").read_text())
-    assert failed["status"] == "failed" and "learning rate" in failed["error"].lower()
+    assert failed["status"] == "failed" and failed["error"].startswith("optim.optimizer.lr=-1") and failed["exit_code"] == 2
     assert json.loads((sweep / "1" / "results.json").read_text())["status"] == "completed"
     rows = list(csv.DictReader((sweep / "sweep_report.csv").open()))
     assert [r["status"] for r in rows] == ["failed", "completed"]

@@ -173,3 +173,75 @@ def test_model_store_on_a_file_is_one_line_at_start(tmp_path):
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
     assert f"paths.model_store={store}: cannot write files there" in line and "HAZARDSEG_MODEL_STORE" in line
     assert Path(tmp_path / "outputs" / "train" / "runs").is_dir()
+
+
+@pytest.mark.parametrize("model,refused", [("deeplabv3plus", True), ("unet", False)])
+def test_training_batch_of_one(make_cfg, model, refused):
+    """DeepLabV3+'s ASPP image pooling (BatchNorm on a 1x1 map) cannot train on one image: refused at
+    start, in one line; a model without it trains with batch size 1."""
+    from hazardseg.pipeline import build_module, check_batch_of_one
+
+    cfg = make_cfg([*TINY_DATA, f"model={model}", "data.batch_size=1"])
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = build_module(cfg, cfg, datamodule, {})
+    if refused:
+        with pytest.raises(ConfigError) as err:
+            check_batch_of_one(module, datamodule)
+        assert _one_line(err).startswith("data.batch_size=1: a training batch of one image")
+    else:
+        check_batch_of_one(module, datamodule)
+    datamodule.batch_size, datamodule.skip_bad_samples = 4, True  # skipping can shrink a batch to one image
+    check_batch_of_one(module, datamodule)
+    assert module.min_train_batch == (2 if refused else 1)
+
+
+def test_eval_data_config_follows_the_environment_and_the_command_line(make_cfg, monkeypatch):
+    """STREETHAZARDS_ROOT moved after training: eval.py follows it; an explicit data.root wins."""
+    from hazardseg.pipeline import env_sources, eval_data_config
+
+    monkeypatch.setenv("STREETHAZARDS_ROOT", "/data/old")
+    cfg = make_cfg(["data=streethazards"])
+    assert env_sources(cfg.data) == {"root": "STREETHAZARDS_ROOT"}
+    trained = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))  # checkpoints store it resolved
+    meta = {"data_env": env_sources(cfg.data)}
+    assert eval_data_config(trained, meta, None).root == "/data/old"
+    monkeypatch.setenv("STREETHAZARDS_ROOT", "/data/new")
+    assert eval_data_config(trained, meta, None).root == "/data/new"
+    assert eval_data_config(trained, meta, OmegaConf.create({"root": "/data/cli"})).root == "/data/cli"
+    monkeypatch.delenv("STREETHAZARDS_ROOT")
+    assert eval_data_config(trained, meta, None).root == "/data/old"
+
+
+def test_eval_command_line_data_overrides():
+    from hazardseg.cli import allow_data_overrides
+
+    argv = ["eval.py", "ckpt_path=x", "data.root=/d", "data.image_size=[1,2],[3,4]", "+data.a=1", "++data.b=2", "data=smiyc", "scorer=sml"]
+    assert allow_data_overrides(argv) == ["eval.py", "ckpt_path=x", "++data.root=/d", "++data.image_size=[1,2],[3,4]",
+                                          "+data.a=1", "++data.b=2", "data=smiyc", "scorer=sml"]
+
+
+def test_sweep_failures_are_printed_and_set_the_exit_status(tmp_path, capsys):
+    from hazardseg import cli
+
+    for job, results in enumerate([{"status": "completed"}, {"status": "failed", "error": "optim.optimizer.lr=-1: bad", "exit_code": 2}, None]):
+        (tmp_path / str(job) / ".hydra").mkdir(parents=True)
+        (tmp_path / str(job) / ".hydra" / "overrides.yaml").write_text(f"- optim.optimizer.lr={job}\n")
+        if results is not None:
+            (tmp_path / str(job) / "results.json").write_text(json.dumps(results))
+    failed = cli.report_sweep_failures(tmp_path)
+    assert [f["job"] for f in failed] == [1, 2]
+    err = capsys.readouterr().err
+    assert "job 1 (optim.optimizer.lr=1) failed: optim.optimizer.lr=-1: bad" in err and "job 2 (optim.optimizer.lr=2) failed: no results.json" in err
+    with pytest.raises(SystemExit) as exit_:
+        cli.launch(lambda: None)
+    assert exit_.value.code == 1  # a missing results.json is not a known user error
+    (tmp_path / "2").rename(tmp_path / "gone")
+    cli.report_sweep_failures(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        cli.launch(lambda: None)
+    assert exit_.value.code == 2
+    (tmp_path / "1" / "results.json").write_text(json.dumps({"status": "completed"}))
+    cli.report_sweep_failures(tmp_path)
+    cli.launch(lambda: None)  # nothing failed: returns

@@ -95,15 +95,18 @@ def report_sweep_failures(sweep_dir: Path) -> list[dict[str, Any]]:
 
     Reads the job folders rather than the launcher's return values, so it works for every launcher
     (jobs in other processes or on other machines). Called by :class:`hazardseg.sweep.SweepReport`."""
+    job_dirs = sorted((p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    overrides = {job_dir: _overrides(job_dir) for job_dir in job_dirs}
+    shared = set.intersection(*map(set, overrides.values())) if len(job_dirs) > 1 else set()  # name jobs by what varies
     failed = []
-    for job_dir in sorted((p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)):
+    for job_dir in job_dirs:
         results = _read(job_dir / "results.json")
         status = results.get("status", "missing") if results else "missing"
         if status == "completed":
             continue
         error = results.get("error", "") if results else "no results.json (the job was killed, or crashed before it started)"
-        failed.append({"job": int(job_dir.name), "overrides": _overrides(job_dir), "error": error,
-                       "exit_code": (results or {}).get("exit_code", INTERNAL_ERROR)})
+        failed.append({"job": int(job_dir.name), "overrides": " ".join(o for o in overrides[job_dir] if o not in shared),
+                       "error": error, "exit_code": (results or {}).get("exit_code", INTERNAL_ERROR)})
     code = 0
     for job in failed:
         print(f"[hazardseg] job {job['job']} ({job['overrides'] or 'no overrides'}) failed: {job['error']}", file=sys.stderr, flush=True)
@@ -128,11 +131,11 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _overrides(job_dir: Path) -> str:
+def _overrides(job_dir: Path) -> list[str]:
     file = job_dir / ".hydra" / "overrides.yaml"
     if not file.is_file():
-        return ""
-    return " ".join(line.removeprefix("- ").strip() for line in file.read_text().splitlines() if line.startswith("- "))
+        return []
+    return [line.removeprefix("- ").strip() for line in file.read_text().splitlines() if line.startswith("- ")]
 
 
 # ---------------------------------------------------------------------------- eval.py command line
