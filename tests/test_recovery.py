@@ -202,3 +202,28 @@ def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
     with atomic_path(tmp_path / "a.json") as tmp:  # our own temporary files carry host and pid
         assert tmp.name.startswith(f".a.json.{HOST}.{os.getpid()}.") and tmp.name.endswith(".tmp")
         tmp.write_text("{}")
+
+
+def test_class_distribution_cache_follows_the_data(tmp_path, read_only_dir, recwarn, monkeypatch):
+    """Keyed by the splits' files (not by the model): an edited annotation is a new report; an unwritable
+    cache folder is a warning."""
+    import hazardseg.data.stats as stats
+    from hazardseg.data import StreetHazardsDataModule, generate_streethazards, read_odgt
+    from hazardseg.pipeline import class_report
+
+    root = generate_streethazards(tmp_path / "sh", n_train=4, n_val=2, n_test=2, width=64, height=36)
+    computed = []
+    original = stats.split_distribution
+    monkeypatch.setattr(stats, "split_distribution", lambda dm: computed.append(1) or original(dm))
+    make = lambda: StreetHazardsDataModule(root=root, image_size=[36, 64], batch_size=2)  # noqa: E731
+    cache = tmp_path / "cache"
+    first = class_report(make(), cache)
+    assert class_report(make(), cache) == first and len(computed) == 1  # reused
+    seg = root / "train" / read_odgt(root / "train" / "train.odgt")[0]["fpath_segm"]
+    Image.fromarray(np.full((36, 64), 8, np.uint8)).save(seg)  # every pixel "road" now
+    second = class_report(make(), cache)
+    assert len(computed) == 2 and second["train"]["counts"] != first["train"]["counts"]
+    read_only_dir(cache)
+    Image.fromarray(np.full((36, 64), 9, np.uint8)).save(seg)
+    assert class_report(make(), cache)["train"]["counts"] != second["train"]["counts"]
+    assert any("cannot write the cache file" in str(w.message) for w in recwarn)

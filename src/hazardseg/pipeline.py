@@ -11,6 +11,7 @@ import contextlib
 import copy
 import csv
 import io
+import json
 import os
 import re
 import sys
@@ -112,11 +113,11 @@ def recorded(results: dict[str, Any], cfg: DictConfig, loggers: list, started: f
         logger.log_hyperparams(_plain(cfg))
     try:
         yield
-        results["status"] = "completed"
-        failed = False
         if datamodule is not None:
             results["skipped_samples"] = dict(getattr(datamodule, "bad_samples", {}))
             log_skipped_samples(loggers, results["skipped_samples"], bool(getattr(datamodule, "skip_bad_samples", False)))
+        results["status"] = "completed"
+        failed = False
     finally:
         results["wall_time_s"] = round(time.time() - started, 1)
         results["config"] = _plain(cfg)
@@ -282,7 +283,7 @@ def class_report(datamodule, cache_dir: Path | None, smoke: bool = False) -> dic
     cache = None if cache_dir is None else Path(cache_dir) / f"{cache_key(material)}.json"
     report = None if cache is None else load_json(cache)
     if report is None:
-        report = split_distribution(datamodule)
+        report = json.loads(json.dumps(split_distribution(datamodule)))  # the cached form (int keys -> str), either way
         if cache is not None and launch_rank() == 0:
             save_json(cache, report)
     print("[hazardseg] class distribution (% of labelled pixels):\n" + format_distribution(report), flush=True)

@@ -442,7 +442,7 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def fingerprint(self, stage: str = "fit", transforms: bool = True) -> dict[str, Any]:
         """What a computation on ``stage``'s data depends on, for cache keys: the dataset, its root, the
-        image files (names and sizes) of the split, the image size and the eval transform (``transforms=
+        files of the split (names, sizes, modification times), the image size and the eval transform (``transforms=
         False`` leaves these two out, for computations on native-resolution masks).
         ``fit`` = the train split as read for fitting scorer statistics (eval transforms)."""
         split = {"fit": "train", "validate": "val"}.get(stage, stage)
@@ -450,7 +450,7 @@ class SegmentationDataModule(L.LightningDataModule):
         ds = self._get(split)
         files = hashlib.sha256()
         for item in ds.items:
-            files.update(f"{item.name}:{_size(item.image)}:{_size(item.mask)}\n".encode())
+            files.update(f"{item.name}:{_stat(item.image)}:{_stat(item.mask)}\n".encode())
         found = {
             "dataset": f"{type(self).__module__}.{type(self).__qualname__}", "root": str(self.root), "split": split,
             "files": files.hexdigest(), "ignore_index": self.ignore_index,
@@ -469,8 +469,10 @@ class SegmentationDataModule(L.LightningDataModule):
         )
 
 
-def _size(path: Path) -> int:
+def _stat(path: Path) -> str:
+    """Size and modification time: a rewritten file of the same size (an edited annotation) changes it too."""
     try:
-        return path.stat().st_size
+        found = path.stat()
     except OSError:
-        return -1
+        return "missing"
+    return f"{found.st_size}:{found.st_mtime_ns}"
