@@ -88,3 +88,10 @@ def read_only_dir():
         subprocess.run(["umount", str(path)], capture_output=True)
     for path in chmodded:
         os.chmod(path, 0o755)
+
+
+def model_entries(store: Path) -> list[Path]:
+    """The trained models of a model store (``<hash>/`` folders; not scorer_stats/ or class_distribution/)."""
+    import re
+
+    return [p for p in Path(store).iterdir() if p.is_dir() and re.fullmatch(r"[0-9a-f]{12}", p.name)]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_DATA
+from conftest import REPO, TINY_DATA, model_entries
 
 TINY = TINY_DATA + ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", "model.decoder_channels=32", "eval.fit_batches=2"]
 
@@ -110,7 +110,7 @@ def test_concurrent_jobs_with_one_training_config_train_it_once(tmp_path):
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     assert sum("reusing trained model" in out for out in outputs) == 1
-    (entry,) = list((tmp_path / "models").iterdir())
+    (entry,) = model_entries(tmp_path / "models")
     assert sorted(p.name for p in (entry / "checkpoints").glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
     assert not list(entry.rglob("*.tmp"))
 
@@ -125,7 +125,7 @@ def test_ddp_two_cpu_processes_train_and_test(tmp_path):
     (results_file,) = list((tmp_path / "outputs" / "train" / "runs").glob("*/results.json"))
     results = json.loads(results_file.read_text())
     assert results["status"] == "completed" and "test/sml/auroc" in results["metrics"]
-    (entry,) = [p for p in (tmp_path / "outputs" / "models").iterdir() if p.name != "scorer_stats"]
+    (entry,) = model_entries(tmp_path / "outputs" / "models")
     assert (entry / "DONE.json").is_file()
     assert len(list((tmp_path / "outputs" / "models" / "scorer_stats").glob("sml-*.pt"))) == 1  # fitted once, by rank 0's cache
     assert "It is recommended to use `self.log(" not in proc.stderr + proc.stdout

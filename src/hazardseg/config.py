@@ -90,8 +90,8 @@ def choice(*values: str) -> Spec:
     return Spec(f"one of {', '.join(values)}", values[0], lambda v: v in values)
 
 
-def text(null: bool = False, example: str = "...") -> Spec:
-    return _nullable(Spec("a string", example, lambda v: isinstance(v, str) and v != ""), null)
+def text(null: bool = False, example: str = "...", empty: bool = False) -> Spec:
+    return _nullable(Spec("a string", example, lambda v: isinstance(v, str) and (empty or v != "")), null)
 
 
 def numbers(lo: float | None = None, null: bool = False, example: str = "[1.0,2.0]") -> Spec:
@@ -134,7 +134,7 @@ SCHEMA: tuple[Rule, ...] = (
     Rule("eval.curves", boolean()),
     Rule("eval.class_distribution", boolean()),
     Rule("eval.panels", integer(lo=0, example=8)),
-    Rule("data.root", text(null=True, example="/path/to/dataset")),
+    Rule("data.root", text(null=True, empty=True, example="/path/to/dataset")),  # "" = unset (an empty env variable)
     Rule("data.batch_size", integer(lo=1, example=8)),
     Rule("data.num_workers", integer(lo=0, example=2)),
     Rule("data.image_size", size_pair()),

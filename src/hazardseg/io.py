@@ -94,15 +94,16 @@ def pid_alive(pid: int) -> bool:
 
 
 def unwritable_reason(folder: str | os.PathLike) -> str | None:
-    """Why files cannot be created in ``folder`` (creating it if needed), or None when they can.
+    """Why files cannot be created in ``folder``, or None when they can. A folder that does not exist yet
+    is judged by its nearest existing parent (nothing is created).
 
     Tries a real write rather than ``os.access``: that also catches read-only mounts and works for root."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        return "it is a file, not a folder"
+    folder = Path(folder).expanduser().absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test.", suffix=".probe"):
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test.", suffix=".probe"):
             pass
     except OSError as err:
         return err.strerror or type(err).__name__

@@ -83,6 +83,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
+_ENV_REF = re.compile(r"^\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)")
+
+
 def env_sources(data_cfg: DictConfig) -> dict[str, str]:
     """Data keys set from an environment variable (``root: ${oc.env:STREETHAZARDS_ROOT,null}``) -> its name.
 
@@ -91,9 +94,6 @@ def env_sources(data_cfg: DictConfig) -> dict[str, str]:
     raw = OmegaConf.to_container(data_cfg, resolve=False)
     found = {k: _ENV_REF.match(v) for k, v in raw.items() if isinstance(v, str)}
     return {k: m.group(1) for k, m in found.items() if m}
-
-
-_ENV_REF = re.compile(r"^\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def eval_data_config(trained: DictConfig, meta: dict[str, Any], overrides: DictConfig | None) -> DictConfig:
