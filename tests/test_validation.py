@@ -45,6 +45,11 @@ def test_schema_names_the_key_and_the_fix(make_cfg, override, key):
     assert _one_line(err).startswith(key)
 
 
+def test_the_source_of_an_interpolated_value_is_named(make_cfg):
+    with pytest.raises(ConfigError, match=r"^trainer.max_epochs='ten'"):  # not optim.scheduler.T_max, which reads it
+        validate(make_cfg(["optim=sgd_cosine", "trainer.max_epochs=ten"]), "train")
+
+
 def test_shipped_configs_pass_the_schema(make_cfg):
     for overrides in ([], ["experiment=streethazards_deeplabv3"], ["experiment=voc_unet"], ["loss=fl+h", "scorer=all"]):
         validate(make_cfg(overrides), "train")

@@ -119,7 +119,8 @@ class Rule:
 
 
 # The keys read by the pipeline and the common kwargs of the shipped components. Components check the
-# rest of their own kwargs when they are built (before training).
+# rest of their own kwargs when they are built (before training). Order matters for the message: keys
+# that others interpolate (data.num_classes, trainer.max_epochs) come before the keys that read them.
 SCHEMA: tuple[Rule, ...] = (
     Rule("seed", integer(null=True, example=42)),
     Rule("ckpt_path", text(null=True, example="outputs/models/<hash>/checkpoints/best.ckpt"), required_in=("eval",),
@@ -144,6 +145,13 @@ SCHEMA: tuple[Rule, ...] = (
     Rule("data.allow_external_paths", boolean()),
     Rule("data.pin_memory", boolean()),
     Rule("data.persistent_workers", boolean(null=True)),
+    Rule("trainer.max_epochs", integer(lo=1, also=(-1,), null=True, example=16),
+         fix="set trainer.max_epochs=16 (-1 = until stopped); to only evaluate a checkpoint use eval.py ckpt_path=..."),
+    Rule("trainer.check_val_every_n_epoch", integer(lo=1, null=True, example=1)),
+    Rule("trainer.log_every_n_steps", integer(lo=1, example=5)),
+    Rule("trainer.gradient_clip_val", number(lo=0, null=True, example=1.0)),
+    Rule("trainer.accumulate_grad_batches", integer(lo=1, example=1)),
+    Rule("trainer.enable_progress_bar", boolean()),
     Rule("model.num_classes", integer(lo=1, example=13), fix="set data.num_classes (the model reads it)"),
     Rule("model.arch", text(example="DeepLabV3Plus")),
     Rule("model.encoder_name", text(example="resnet18")),
@@ -165,13 +173,6 @@ SCHEMA: tuple[Rule, ...] = (
     Rule("optim.scheduler.factor", number(gt=0, lt=1, example=0.5)),
     Rule("optim.scheduler.gamma", number(gt=0, example=0.98)),
     Rule("optim.scheduler.T_max", integer(lo=1, example=50)),
-    Rule("trainer.max_epochs", integer(lo=1, also=(-1,), null=True, example=16),
-         fix="set trainer.max_epochs=16 (-1 = until stopped); to only evaluate a checkpoint use eval.py ckpt_path=..."),
-    Rule("trainer.check_val_every_n_epoch", integer(lo=1, null=True, example=1)),
-    Rule("trainer.log_every_n_steps", integer(lo=1, example=5)),
-    Rule("trainer.gradient_clip_val", number(lo=0, null=True, example=1.0)),
-    Rule("trainer.accumulate_grad_batches", integer(lo=1, example=1)),
-    Rule("trainer.enable_progress_bar", boolean()),
     Rule("scorer.*.temperature", number(gt=0, example=1.0)),
     Rule("paths.output_dir", FOLDER, fix="run from a writable folder or set hydra.run.dir=/a/writable/folder"),
     Rule("paths.model_store", FOLDER, warn_in=("eval",),
