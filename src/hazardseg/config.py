@@ -219,7 +219,8 @@ def _matches(node: Any, pattern: str, prefix: str = "") -> Iterator[tuple[str, A
     head, _, rest = pattern.partition(".")
     if not isinstance(node, DictConfig):
         return
-    keys = [k for k in node.keys() if isinstance(k, str)] if head == "*" else ([head] if head in node.keys() else [])  # keys() lists ??? ones too
+    present = [k for k in node.keys() if isinstance(k, str)]  # keys() also lists ??? (missing) values, `in` does not
+    keys = present if head == "*" else [k for k in present if k == head]
     for k in keys:
         key = f"{prefix}{k}"
         if OmegaConf.is_missing(node, k):
@@ -229,7 +230,8 @@ def _matches(node: Any, pattern: str, prefix: str = "") -> Iterator[tuple[str, A
         try:
             child = node[k]
         except OmegaConfBaseException as err:
-            raise ConfigError(f"{key}: cannot be resolved ({str(err).splitlines()[0]}). Fix: correct the interpolation or the value") from None
+            reason = str(err).splitlines()[0]
+            raise ConfigError(f"{key}: cannot be resolved ({reason}). Fix: correct the interpolation or the value") from None
         if rest:
             yield from _matches(child, rest, f"{key}.")
         else:

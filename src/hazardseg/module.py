@@ -121,7 +121,8 @@ class Segmenter(L.LightningModule):
             scheduler = _build("optim.scheduler", cfg["scheduler"], optimizer)
             monitor, interval = cfg.get("monitor", "val/miou"), cfg.get("interval", "epoch")
             frequency = int(cfg.get("frequency", 1))
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and interval == "epoch" and str(monitor).startswith("val/"):
+            plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+            if plateau and interval == "epoch" and str(monitor).startswith("val/"):
                 # A plateau scheduler reads a validation metric, which exists only on epochs that validate
                 # (trainer.check_val_every_n_epoch): step it on exactly those epochs, so its patience counts
                 # validations and Lightning never asks for a metric that was not computed.

@@ -262,7 +262,8 @@ def trained_checkpoint(trainer: L.Trainer, entry: ModelEntry) -> Path | None:
                 return candidate
     if entry.last_ckpt.is_file():
         if recorded_best is not None:
-            print(f"[hazardseg] {recorded_best} is missing: using {entry.last_ckpt} (the final epoch's weights)", file=sys.stderr, flush=True)
+            print(f"[hazardseg] {recorded_best} is missing: using {entry.last_ckpt} (the final epoch's weights)",
+                  file=sys.stderr, flush=True)
         return entry.last_ckpt
     print("[hazardseg] the training wrote no checkpoint: testing the in-memory weights; nothing is stored for reuse", flush=True)
     return None

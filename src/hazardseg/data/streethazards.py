@@ -195,7 +195,9 @@ class StreetHazardsDataset(SegmentationDataset):
         top = RAW_MAX if self.split == "test" else RAW_MAX - 1
         lo, hi = int(raw.min()), int(raw.max())
         if lo < RAW_MIN or hi > top:
-            where = f"StreetHazards' {self.split} range {RAW_MIN}..{top}" + ("" if top == RAW_MAX else f" ({RAW_MAX} = anomaly, test split only)")
+            where = f"StreetHazards' {self.split} range {RAW_MIN}..{top}"
+            if top < RAW_MAX:
+                where += f" ({RAW_MAX} = anomaly, test split only)"
             check_values(raw, np.arange(RAW_MIN, top + 1), path, where)
         return raw.astype(np.int64) - 1
 
