@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_DATA
+from conftest import REPO, TINY_DATA, model_entries
 from wandb_reader import inventory
 
 TINY = TINY_DATA + ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", "model.decoder_channels=32", "eval.fit_batches=2"]
@@ -70,12 +70,13 @@ def test_scorer_multirun_trains_once_and_logs_wandb_offline(tmp_path):
     assert eval_run["config"]["model.decoder_channels"] == 32  # the model's training config, as columns
 
 
-def test_failed_job_does_not_stop_the_sweep(tmp_path):
+def test_failed_job_does_not_stop_the_sweep_but_fails_it(tmp_path):
     proc = run([str(REPO / "train.py"), "-m", "optim.optimizer.lr=-1,1e-3", "logger=none", "trainer=debug", *TINY_DATA], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 2, proc.stderr[-3000:]  # after running every job
+    assert "job 0 (optim.optimizer.lr=-1) failed: optim.optimizer.lr=-1: expected a number > 0" in proc.stderr
     sweep = sweep_dir(tmp_path)
     failed = json.loads((sweep / "0" / "results.json").read_text())
-    assert failed["status"] == "failed" and "learning rate" in failed["error"].lower()
+    assert failed["status"] == "failed" and failed["error"].startswith("optim.optimizer.lr=-1") and failed["exit_code"] == 2
     assert json.loads((sweep / "1" / "results.json").read_text())["status"] == "completed"
     rows = list(csv.DictReader((sweep / "sweep_report.csv").open()))
     assert [r["status"] for r in rows] == ["failed", "completed"]
@@ -120,7 +121,7 @@ def test_concurrent_jobs_with_one_training_config_train_it_once(tmp_path):
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     assert sum("reusing trained model" in out for out in outputs) == 1
-    (entry,) = list((tmp_path / "models").iterdir())
+    (entry,) = model_entries(tmp_path / "models")
     assert sorted(p.name for p in (entry / "checkpoints").glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
     assert not list(entry.rglob("*.tmp"))
 
@@ -135,7 +136,7 @@ def test_ddp_two_cpu_processes_train_and_test(tmp_path):
     (results_file,) = list((tmp_path / "outputs" / "train" / "runs").glob("*/results.json"))
     results = json.loads(results_file.read_text())
     assert results["status"] == "completed" and "test/sml/auroc" in results["metrics"]
-    (entry,) = [p for p in (tmp_path / "outputs" / "models").iterdir() if p.name != "scorer_stats"]
+    (entry,) = model_entries(tmp_path / "outputs" / "models")
     assert (entry / "DONE.json").is_file()
     assert len(list((tmp_path / "outputs" / "models" / "scorer_stats").glob("sml-*.pt"))) == 1  # fitted once, by rank 0's cache
     assert "It is recommended to use `self.log(" not in proc.stderr + proc.stdout

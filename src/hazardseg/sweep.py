@@ -14,6 +14,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from hazardseg.cli import report_sweep_failures
 from hazardseg.report import report_sweep
 
 __all__ = ["SweepReport"]
@@ -24,3 +25,4 @@ class SweepReport(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if sweep_dir.is_dir():
             report_sweep(sweep_dir)
+            report_sweep_failures(sweep_dir)  # prints each failed job and its error; the process then exits non-zero
