@@ -458,8 +458,8 @@ def test_streethazards_presets_run_with_cutouts(make_cfg, tiny_release, preset):
     assert results["status"] == "completed" and default_scorer in {row["scorer"] for row in results["scorers"]}
 
 
-def test_sweep_table_lists_method_x_scorer(tmp_path):
-    """The multirun callback writes one row per job x scorer, the method taken from the job's choices."""
+def test_sweep_report_lists_method_x_scorer(tmp_path):
+    """The multirun callback writes one row per job x scorer; the method is the job's `loss` override column."""
     import csv
     import json
 
@@ -471,15 +471,13 @@ def test_sweep_table_lists_method_x_scorer(tmp_path):
         job_dir = tmp_path / str(job)
         (job_dir / ".hydra").mkdir(parents=True)
         (job_dir / ".hydra" / "overrides.yaml").write_text(f"- loss={loss}\n- scorer=all\n")
-        (job_dir / ".hydra" / "hydra.yaml").write_text(OmegaConf.to_yaml(
-            {"hydra": {"runtime": {"choices": {"loss": loss, "experiment": None}}}}))
-        rows = [{"scorer": s, "aupr": 0.1 * (i + 1), "auroc": 0.8, "fpr95": 0.5, "per_image_aupr": None,
-                 "per_image_auroc": None, "per_image_fpr95": None, "test_miou": 0.4} for i, s in enumerate(scorers)]
+        rows = [{"scorer": s, "aupr": 0.1 * (i + 1), "auroc": 0.8, "fpr95": 0.5, "test_miou": 0.4} for i, s in enumerate(scorers)]
         (job_dir / "results.json").write_text(json.dumps({"status": "completed", "scorers": rows, "metrics": {}}))
-    (tmp_path / "2").mkdir()  # a job that never wrote results: listed in the job report, not in the table
+    (tmp_path / "2").mkdir()  # a job that never wrote results: listed as missing
     SweepReport().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
-    table = list(csv.DictReader((tmp_path / "sweep_table.csv").open()))
-    assert [(r["method"], r["scorer"]) for r in table] == [("ce", "msp"), ("ce", "mahalanobis"), ("void", "void"), ("void", "msp")]
-    assert table[2]["aupr"] == "0.1" and table[2]["overrides"] == "loss=void scorer=all"
-    markdown = (tmp_path / "sweep_table.md").read_text()
-    assert "| void | void | 0.100 | 0.800 | 0.500 | n/a |" in markdown
+    table = list(csv.DictReader((tmp_path / "sweep_report.csv").open()))
+    assert [(r["loss"], r["scorer"], r["status"]) for r in table] == [
+        ("ce", "msp", "completed"), ("ce", "mahalanobis", "completed"), ("void", "void", "completed"),
+        ("void", "msp", "completed"), ("", "", "missing")]
+    assert float(table[2]["aupr"]) == pytest.approx(0.1) and float(table[3]["aupr"]) == pytest.approx(0.2)
+    assert "void" in (tmp_path / "sweep_report.md").read_text()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY_DATA
+from conftest import REPO, TINY_DATA, model_entries
 from hazardseg.errors import ConfigError
 from hazardseg.module import NonFiniteLossError
 from hazardseg.pipeline import evaluate, train
@@ -54,7 +54,7 @@ def test_sigkill_then_rerun_resumes_and_matches_uninterrupted_run(tmp_path):
     _wait_for(lambda: bool(_last_ckpt(interrupted)))  # epoch 0 finished and checkpointed
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    (store,) = list((interrupted / "outputs" / "models").iterdir())
+    (store,) = model_entries(interrupted / "outputs" / "models")
     assert not (store / "DONE.json").exists(), "training finished before the kill: the test proved nothing"
     killed_epoch = torch.load(_last_ckpt(interrupted)[0], weights_only=True)["epoch"]
     assert killed_epoch < 3

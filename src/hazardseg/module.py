@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
-from hazardseg.errors import HazardsegError
+from hazardseg.errors import ConfigError, HazardsegError
 
 METRIC_IGNORE = 255  # label used inside the metrics for "not scored" (dataset ignore + anomaly pixels)
 
@@ -59,6 +59,10 @@ class Segmenter(L.LightningModule):
         self.checkpoint_meta = dict(checkpoint_meta or {})
         # False for test-only anomaly benchmarks: their masks hold normal/anomaly/void, not classes.
         self.semantic_labels = semantic_labels
+        # Smallest training batch the network can take (set to 2 by pipeline.check_batch_of_one for
+        # BatchNorm after global pooling); smaller batches (from skipped samples) are skipped.
+        self.min_train_batch = 1
+        self._warned_small_batch = False
         self.val_metrics = self._segmentation_metrics("val/")
         self.test_metrics = self._segmentation_metrics("test/")
 
@@ -66,7 +70,15 @@ class Segmenter(L.LightningModule):
     def forward(self, image: Tensor) -> dict[str, Any]:
         return self.net(image)
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
+        if batch["image"].shape[0] < self.min_train_batch:
+            # Only with data.skip_bad_samples (a batch shrank after dropping unreadable images) on a model
+            # whose BatchNorm after global pooling cannot train on one image: skip the step, say so once.
+            if not self._warned_small_batch:
+                self.print(f"[hazardseg] skipping a training batch of {batch['image'].shape[0]} image(s) "
+                           f"(the model needs {self.min_train_batch}; unreadable samples were dropped)")
+                self._warned_small_batch = True
+            return None
         outputs = self(batch["image"])
         terms = self.loss(outputs, batch)
         self._check_finite(terms["loss"], batch, batch_idx)
@@ -77,9 +89,10 @@ class Segmenter(L.LightningModule):
                 self.log(f"train/loss_{name}", value, batch_size=bs)
         return terms["loss"]
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        logits = self(batch["image"])["logits"]
-        self.val_metrics.update(logits.argmax(1), self._metric_target(batch["mask"]))
+    def validation_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
+        outputs = self(batch["image"])
+        self.val_metrics.update(outputs["logits"].argmax(1), self._metric_target(batch["mask"]))
+        return {"outputs": outputs}  # read by callbacks (ValidationAnomaly: val proxy anomaly metrics)
 
     def on_validation_epoch_end(self) -> None:
         self._log_segmentation(self.val_metrics, "val/")
@@ -102,19 +115,20 @@ class Segmenter(L.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict:
-        from hazardseg.config import instantiate
-
         cfg = self.optim_cfg
-        optimizer = instantiate(cfg["optimizer"], key="optim.optimizer")(self._param_groups(cfg))
+        optimizer = _build("optim.optimizer", cfg["optimizer"], self._param_groups(cfg))
         result: dict[str, Any] = {"optimizer": optimizer}
         if cfg.get("scheduler") is not None:
-            scheduler = instantiate(cfg["scheduler"], key="optim.scheduler")(optimizer)
-            result["lr_scheduler"] = {
-                "scheduler": scheduler,
-                "monitor": cfg.get("monitor", "val/miou"),
-                "interval": cfg.get("interval", "epoch"),
-                "frequency": int(cfg.get("frequency", 1)),
-            }
+            scheduler = _build("optim.scheduler", cfg["scheduler"], optimizer)
+            monitor, interval = cfg.get("monitor", "val/miou"), cfg.get("interval", "epoch")
+            frequency = int(cfg.get("frequency", 1))
+            plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+            if plateau and interval == "epoch" and str(monitor).startswith("val/"):
+                # A plateau scheduler reads a validation metric, which exists only on epochs that validate
+                # (trainer.check_val_every_n_epoch): step it on exactly those epochs, so its patience counts
+                # validations and Lightning never asks for a metric that was not computed.
+                frequency = math.lcm(frequency, int(getattr(self._trainer, "check_val_every_n_epoch", None) or 1))
+            result["lr_scheduler"] = {"scheduler": scheduler, "monitor": monitor, "interval": interval, "frequency": frequency}
         return result
 
     def _param_groups(self, cfg) -> list[dict]:
@@ -179,6 +193,17 @@ class Segmenter(L.LightningModule):
             f"batch {batch_idx} (images: {names}). The last checkpoint is kept; fix: lower optim.optimizer.lr, "
             f"set trainer.gradient_clip_val=1.0 or trainer.precision=32-true, or check those images."
         )
+
+
+def _build(key: str, cfg: Any, *args: Any) -> Any:
+    """Instantiate a ``_partial_`` optimiser/scheduler entry and call it; both steps fail in one line."""
+    from hazardseg.config import instantiate
+
+    factory = instantiate(cfg, key=key)
+    try:
+        return factory(*args)
+    except (TypeError, ValueError) as err:  # e.g. torch's "Invalid learning rate: -1"
+        raise ConfigError(f"{key}: {cfg.get('_target_')} refuses its arguments ({err}). Fix: correct {key}.*") from None
 
 
 def as_float64(values: Mapping[str, float]) -> dict[str, Tensor]:

@@ -8,6 +8,7 @@ from hazardseg.callbacks.checkpointing import AtomicCheckpointIO, ModelCheckpoin
 from hazardseg.callbacks.panels import PredictionPanels
 from hazardseg.callbacks.progress import rich_progress_bar
 from hazardseg.callbacks.scorer_fitting import ScorerFitting, weights_fingerprint
+from hazardseg.callbacks.validation_anomaly import ValidationAnomaly
 
 __all__ = ["AnomalyEvaluation", "AtomicCheckpointIO", "ModelCheckpoint", "PredictionPanels", "PreemptionCheckpoint", "RNGStateCheckpoint",
-           "ScorerFitting", "rich_progress_bar", "scorer_rows", "weights_fingerprint"]
+           "ScorerFitting", "ValidationAnomaly", "rich_progress_bar", "scorer_rows", "weights_fingerprint"]

@@ -3,7 +3,8 @@
 Pooled pixel-level AUPR / AUROC / FPR95 (:class:`~hazardseg.metrics.AnomalyMetrics`) and, with
 ``per_image``, the original StreetHazards per-image protocol. Values are logged through the module
 (``test/<scorer>/<metric>``, ``test/<scorer>/per_image/<metric>``), so they reach every logger and come
-back from ``Trainer.test``; PR/ROC curves and the scorer x metric table go to loggers that can show them.
+back from ``Trainer.test``; PR/ROC curves go to loggers that can show them (the (run, scorer) table is
+``hazardseg.report.finish_run``'s).
 Anomaly = mask == ``pl_module.anomaly_index``; pixels == ``pl_module.ignore_index`` are not scored.
 """
 
@@ -26,11 +27,13 @@ class AnomalyEvaluation(L.Callback):
         self.curves = curves
         self.pooled = nn.ModuleDict()
         self.images = nn.ModuleDict()
+        self.curve_points: dict[str, dict] = {}
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         names = list(pl_module.scorers) if pl_module.anomaly_index is not None else []
         self.pooled = nn.ModuleDict({n: AnomalyMetrics() for n in names}).to(pl_module.device)
         self.images = nn.ModuleDict({n: PerImageAnomalyMetrics() for n in names if self.per_image}).to(pl_module.device)
+        self.curve_points = {}
 
     def on_test_batch_end(self, trainer, pl_module, outputs: dict[str, Any], batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         if not self.pooled:
@@ -47,25 +50,17 @@ class AnomalyEvaluation(L.Callback):
         values: dict[str, float] = {}
         for name, metric in self.pooled.items():
             values.update({f"test/{name}/{k}": v for k, v in _compute(metric, name, pl_module).items()})
-            if self.curves and metric.update_called and f"test/{name}/auroc" in values:
-                for logger in trainer.loggers:
+            if metric.update_called and f"test/{name}/auroc" in values:
+                self.curve_points[name] = metric.curves()  # the pipeline saves them for the sweep report's PR plot
+                for logger in trainer.loggers if self.curves else ():
                     if hasattr(logger, "log_curves"):
-                        logger.log_curves(f"test/{name}", metric.curves())
+                        logger.log_curves(f"test/{name}", self.curve_points[name])
             metric.reset()
         for name, metric in self.images.items():
             values.update({f"test/{name}/per_image/{k}": v for k, v in _compute(metric, name, pl_module).items()})
             metric.reset()
         if values:
             pl_module.log_dict(as_float64(values), sync_dist=True)  # already reduced across ranks; averaging equal values is a no-op
-
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        rows = scorer_rows({k: float(v) for k, v in trainer.callback_metrics.items()}, list(pl_module.scorers))
-        if not rows or not trainer.is_global_zero:
-            return
-        columns = list(rows[0])
-        for logger in trainer.loggers:
-            if hasattr(logger, "log_table"):
-                logger.log_table("test/scorers", columns=columns, data=[[r[c] for c in columns] for r in rows])
 
 
 def scorer_rows(metrics: dict[str, Any], scorers: list[str]) -> list[dict[str, Any]]:

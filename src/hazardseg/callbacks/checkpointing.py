@@ -50,16 +50,18 @@ class RNGStateCheckpoint(L.Callback):
 
 
 class PreemptionCheckpoint(L.Callback):
-    """On SIGTERM (what SLURM sends before pre-emption), Lightning raises SIGTERMException inside the
-    loop; we write ``last.ckpt`` before the process exits so ``resume=auto`` can continue."""
+    """On SIGTERM (what SLURM sends before pre-emption) Lightning raises SIGTERMException inside the loop,
+    on SIGINT (Ctrl-C) KeyboardInterrupt; we write ``last.ckpt`` before the process exits so that
+    re-running the command (``resume=auto``) continues."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.state.fn == "fit" and not trainer.fast_dev_run:
             trainer.save_checkpoint(self.path)
-            print(f"[hazardseg] SIGTERM: saved {self.path}; re-run the same command to resume.", flush=True)
+            signal = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT"
+            print(f"[hazardseg] {signal}: saved {self.path}; re-run the same command to resume.", flush=True)
 
 
 class ModelCheckpoint(_ModelCheckpoint):

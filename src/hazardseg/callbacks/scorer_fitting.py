@@ -4,15 +4,14 @@ Runs inside the Trainer (``on_test_start``), so the fitting pass uses the traine
 and DDP: each rank reads its shard of the training split and the scorer sums its accumulators over
 ranks. Statistics are cached in ``cache_dir`` under a key made of everything they depend on: the
 network's weights (SHA-256 of its state), the data that feeds the fit (``datamodule.fingerprint``:
-dataset, root, file list, image size and transforms), the scorer's config, its ``fit_version`` and
-the number of batches. A cache that cannot be written is a warning, never a lost evaluation.
+dataset, root, file list, image size and transforms), the number of batches and their size, the
+precision, the scorer's config and its ``fit_version`` (:mod:`hazardseg.cache`). A cache that cannot
+be read is refitted and one that cannot be written is a warning, never a lost evaluation.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,7 +19,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from hazardseg.io import atomic_torch_save
+from hazardseg.cache import cache_key, load_torch, save_torch
 
 
 class ScorerFitting(L.Callback):
@@ -38,11 +37,16 @@ class ScorerFitting(L.Callback):
         if not pending:
             return
         datamodule = trainer.datamodule
-        max_batches = 1 if trainer.fast_dev_run else self.fit_batches  # a smoke run stays a smoke run
-        common = {"weights": weights_fingerprint(pl_module.net), "data": datamodule.fingerprint("fit"), "batches": max_batches}
+        max_batches = int(trainer.fast_dev_run) if trainer.fast_dev_run else self.fit_batches  # a smoke run stays a smoke run
+        common = {"weights": weights_fingerprint(pl_module.net), "data": datamodule.fingerprint("fit"), "batches": max_batches,
+                  "batch_size": datamodule.batch_size, "precision": str(trainer.precision), "world_size": trainer.world_size}
         for name, scorer in pending.items():
             path = self._cache_file(name, scorer, common)
-            if path is not None and _load(scorer, path, pl_module.device):
+            loaded = path is not None and _load(scorer, path, pl_module.device, name)
+            # One decision for all ranks (rank 0's): a rank that fits alone would wait forever in `reduce`.
+            if trainer.strategy.broadcast(loaded, src=0):
+                if not loaded:
+                    raise RuntimeError(f"{path}: readable on rank 0 but not on rank {trainer.global_rank}; is the model store on a shared filesystem?")
                 _say(trainer, f"scorer '{name}': reusing statistics {path}")
                 continue
             _say(trainer, f"scorer '{name}': fitting statistics on the training split")
@@ -53,14 +57,13 @@ class ScorerFitting(L.Callback):
                 scorer.to(pl_module.device).fit(_outputs(trainer, pl_module, loader, max_batches),
                                                 reduce=lambda t: trainer.strategy.reduce(t, reduce_op="sum"))
             if path is not None and trainer.is_global_zero:
-                _save(scorer, path)
+                save_torch(path, {"state_dict": scorer.state_dict()})
 
     def _cache_file(self, name: str, scorer, common: dict[str, Any]) -> Path | None:
         if self.cache_dir is None:
             return None
         material = {**common, "scorer": getattr(scorer, "hparams", repr(scorer)), "fit_version": scorer.fit_version}
-        key = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        return self.cache_dir / f"{name}-{key}.pt"
+        return self.cache_dir / f"{name}-{cache_key(material)}.pt"
 
 
 def weights_fingerprint(net: torch.nn.Module) -> str:
@@ -89,28 +92,23 @@ def _sharded(loader: DataLoader, trainer: L.Trainer) -> DataLoader:
         return loader
     sampler = DistributedSampler(loader.dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
     return type(loader)(loader.dataset, batch_size=loader.batch_size, sampler=sampler, num_workers=loader.num_workers,
-                        collate_fn=loader.collate_fn, pin_memory=loader.pin_memory)
+                        collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+                        multiprocessing_context=loader.multiprocessing_context)
 
 
-def _load(scorer, path: Path, device) -> bool:
-    if not path.is_file():
+def _load(scorer, path: Path, device, name: str) -> bool:
+    payload = load_torch(path)
+    if payload is None:
         return False
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
         scorer.load_state_dict(payload["state_dict"])
-    except Exception as err:  # a corrupt cache file is refitted, not fatal
-        warnings.warn(f"{path}: unreadable cached statistics ({type(err).__name__}); refitting", RuntimeWarning, stacklevel=2)
+    except Exception as err:  # a cache file of another scorer layout: refit
+        import warnings
+
+        warnings.warn(f"{path}: cached statistics do not fit scorer '{name}' ({type(err).__name__}); refitting", RuntimeWarning, stacklevel=2)
         return False
     scorer.to(device)
     return True
-
-
-def _save(scorer, path: Path) -> None:
-    try:
-        atomic_torch_save({"state_dict": scorer.state_dict()}, path)
-    except OSError as err:
-        warnings.warn(f"cannot cache scorer statistics in {path.parent} ({err.strerror}); results are unaffected, "
-                      f"but the next evaluation refits. Fix: make it writable or set paths.model_store", RuntimeWarning, stacklevel=2)
 
 
 def _say(trainer: L.Trainer, message: str) -> None:

@@ -169,8 +169,6 @@ def _resolve_paths(coco_root: Path, annotations: str, images: str | None) -> tup
     else:  # instances_train2017.json -> <coco-root>/train2017
         m = re.match(r"instances_(\w+)\.json$", ann.name)
         img_dir = coco_root / (m.group(1) if m else "images")
-    if not img_dir.is_dir():
-        raise DataError(f"{img_dir}: COCO image folder not found; pass --images /path/to/train2017")
     return ann, img_dir
 
 
@@ -191,6 +189,8 @@ def build_outlier_folder(
     coco_root, out = Path(coco_root).expanduser(), Path(out).expanduser()
     ann_path, img_dir = _resolve_paths(coco_root, annotations, images)
     data = _load_annotations(ann_path)
+    if not img_dir.is_dir():
+        raise DataError(f"{img_dir}: COCO image folder not found; pass --images /path/to/train2017")
     categories = {int(c["id"]): str(c["name"]) for c in data["categories"]}
     excluded_names, excluded_ids = resolve_exclusions(exclude, categories)
     by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)

@@ -45,6 +45,10 @@ class LossTerm(nn.Module):
         """True for terms that learn from OUTLIER_LABEL pixels (they need ``data.outliers``)."""
         return False
 
+    def check(self, num_classes: int) -> None:
+        """Called once at start with the dataset's class count: raise ConfigError (``<kwarg>=...: ...``)
+        for options that do not fit it, instead of failing at the first training step."""
+
     def extra_repr(self) -> str:
         return f"weight={self.weight}, output={self.output!r}"
 
@@ -77,6 +81,13 @@ class CompositeLoss(nn.Module):
     @property
     def uses_outliers(self) -> bool:
         return any(term.uses_outliers for term in self.terms.values())
+
+    def check(self, num_classes: int) -> None:
+        for name, term in self.terms.items():
+            try:
+                term.check(num_classes)
+            except ConfigError as err:
+                raise ConfigError(f"loss.terms.{name}.{err}") from None
 
     def forward(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> dict[str, Tensor]:
         batch = {**batch, "mask": self.normalise_target(batch["mask"])}

@@ -30,6 +30,11 @@ class CrossEntropy(LossTerm):
         weights = None if class_weights is None else torch.as_tensor(list(class_weights), dtype=torch.float32)
         self.register_buffer("class_weights", weights, persistent=False)
 
+    def check(self, num_classes: int) -> None:
+        if self.class_weights is not None and self.class_weights.numel() != num_classes:
+            raise ConfigError(f"class_weights={self.class_weights.tolist()}: {self.class_weights.numel()} values, but the dataset "
+                              f"has {num_classes} classes. Fix: give one weight per class, or null")
+
     def forward(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> Tensor:
         logits, target = as_float(outputs[self.output]), class_target(batch["mask"])
         if self.class_weights is not None and self.class_weights.numel() != logits.shape[1]:
