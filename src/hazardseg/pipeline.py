@@ -43,8 +43,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     results: dict[str, Any] = {"task": "train", "train_hash": entry.hash}
     loggers = instantiate_loggers(cfg.logger)
     with recorded(results, cfg, loggers, started):
-        if cfg.eval.get("class_distribution", True):
-            results["class_distribution"] = class_report(datamodule, entry)
+        balanced = getattr(module.loss, "needs_class_counts", False)
+        if cfg.eval.get("class_distribution", True) or balanced:
+            report = class_report(datamodule, entry)
+            if cfg.eval.get("class_distribution", True):
+                results["class_distribution"] = report
+            if balanced:  # class-balanced loss terms: weights from the TRAINING split only
+                module.loss.set_class_counts(report["train"]["counts"])
+                results["class_weights"] = loss_class_weights(module.loss)
         trainer = build_trainer(cfg, loggers)
         ckpt = fit_or_reuse(cfg, trainer, module, datamodule, entry, results)
         if cfg.get("test_after_fit", True):
@@ -174,6 +180,15 @@ def class_report(datamodule, entry: ModelEntry) -> dict[str, Any]:
         atomic_write_json(cache, report)
     print("[hazardseg] class distribution (% of labelled pixels):\n" + format_distribution(report), flush=True)
     return report
+
+
+def loss_class_weights(loss) -> dict[str, list[float]]:
+    """The class weights each loss term trains with (printed and written to results.json)."""
+    weights = {name: [round(float(w), 4) for w in term.class_weights]
+               for name, term in getattr(loss, "terms", {}).items() if getattr(term, "class_weights", None) is not None}
+    for name, values in weights.items():
+        print(f"[hazardseg] loss.terms.{name} class weights: {values}", flush=True)
+    return weights
 
 
 def resolve_resume(cfg, entry: ModelEntry, module: Segmenter) -> str | None:

@@ -45,6 +45,14 @@ class LossTerm(nn.Module):
         """True for terms that learn from OUTLIER_LABEL pixels (they need ``data.outliers``)."""
         return False
 
+    @property
+    def needs_class_counts(self) -> bool:
+        """True for terms whose configuration depends on the training split's class distribution."""
+        return False
+
+    def set_class_counts(self, counts) -> None:
+        """Receive the training split's per-class pixel counts (before training; see ``needs_class_counts``)."""
+
     def extra_repr(self) -> str:
         return f"weight={self.weight}, output={self.output!r}"
 
@@ -75,6 +83,15 @@ class CompositeLoss(nn.Module):
     @property
     def uses_outliers(self) -> bool:
         return any(term.uses_outliers for term in self.terms.values())
+
+    @property
+    def needs_class_counts(self) -> bool:
+        return any(term.needs_class_counts for term in self.terms.values())
+
+    def set_class_counts(self, counts) -> None:
+        """Per-class pixel counts of the training split, for terms with class-balancing weights."""
+        for term in self.terms.values():
+            term.set_class_counts(counts)
 
     def forward(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> dict[str, Tensor]:
         batch = {**batch, "mask": self.normalise_target(batch["mask"])}
