@@ -131,6 +131,7 @@ class Segmenter(L.LightningModule):
                 sched[key] = int(self.trainer.estimated_stepping_batches) if per_step else int(self.trainer.max_epochs)
         if "max_lr" in sched and sched["max_lr"] is None:
             sched["max_lr"] = [group["lr"] for group in optimizer.param_groups]
+            sched["_convert_"] = "all"  # a plain list: OneCycleLR divides its items
         return sched
 
     def _param_groups(self, cfg) -> list[dict]:
