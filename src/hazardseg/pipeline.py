@@ -60,9 +60,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         module.checkpoint_meta["trained_in"] = run_refs(loggers)  # eval runs of this checkpoint link back to this run
         trainer = build_trainer(cfg, loggers)
         preflight(module, datamodule)
-        if cfg.eval.get("class_distribution", True):
-            results["class_distribution"] = class_report(datamodule, Path(cfg.paths.model_store) / "class_distribution",
-                                                         smoke=bool(trainer.fast_dev_run))
+        balanced = module.loss.needs_class_counts  # class-balanced loss terms: weights from the TRAINING split only
+        if cfg.eval.get("class_distribution", True) or balanced:
+            report = class_report(datamodule, Path(cfg.paths.model_store) / "class_distribution", smoke=bool(trainer.fast_dev_run))
+            if cfg.eval.get("class_distribution", True):
+                results["class_distribution"] = report
+            if balanced:
+                set_class_weights(module.loss, report, datamodule.num_classes, results)
         ckpt = fit_or_reuse(cfg, trainer, module, datamodule, entry, results)
         if ckpt is not None:
             load_net_weights(module, ckpt)
@@ -332,6 +336,22 @@ def class_report(datamodule, cache_dir: Path | None, smoke: bool = False) -> dic
             save_json(cache, report)
     say("[hazardseg] class distribution (% of labelled pixels):\n" + format_distribution(report))
     return report
+
+
+def set_class_weights(loss, report: dict[str, Any] | None, num_classes: int, results: dict[str, Any]) -> None:
+    """Give class-balanced loss terms the training split's class counts; print and record their weights.
+    A smoke run (no class report) trains with uniform weights: it checks the plumbing, not the numbers."""
+    if report is None:
+        say("[hazardseg] class-balanced loss: uniform class weights in a fast_dev_run (no pass over the training masks)")
+        counts = [1] * num_classes
+    else:
+        counts = report["train"]["counts"]
+    loss.set_class_counts(counts)
+    weights = {name: [round(float(w), 4) for w in term.class_weights]
+               for name, term in loss.terms.items() if getattr(term, "class_weights", None) is not None}
+    for name, values in weights.items():
+        say(f"[hazardseg] loss.terms.{name} class weights: {values}")
+    results["class_weights"] = weights
 
 
 def resolve_resume(cfg, entry: ModelEntry, module: Segmenter) -> str | None:
