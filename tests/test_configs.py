@@ -71,7 +71,9 @@ def test_optim_options(make_cfg, option):
     # what a Trainer tells schedules over the whole run (null total_steps / total_iters)
     module._trainer = SimpleNamespace(estimated_stepping_batches=40, max_epochs=4)
     opt = module.configure_optimizers()
-    assert opt["optimizer"].param_groups[0]["lr"] == pytest.approx(cfg.optim.optimizer.lr)
+    group = opt["optimizer"].param_groups[0]
+    # the configured LR: the start LR, or the peak of a one-cycle schedule (which starts at peak / div_factor)
+    assert group.get("max_lr", group["lr"]) == pytest.approx(cfg.optim.optimizer.lr)
     assert opt["lr_scheduler"]["monitor"] == "val/miou"
 
 

@@ -139,10 +139,14 @@ class Segmenter(L.LightningModule):
         ``interval: step``, epochs for ``interval: epoch``) and each parameter group's LR (so that
         ``encoder_lr_scale`` holds). A config cannot know the steps per epoch of a dataset."""
         sched = dict(cfg["scheduler"])
+        trainer = self._trainer  # None in the dry run before training (pipeline.preflight): any length will do
         for key in RUN_LENGTH_KEYS:
             if key in sched and sched[key] is None:
                 per_step = cfg.get("interval", "epoch") == "step"
-                sched[key] = int(self.trainer.estimated_stepping_batches) if per_step else int(self.trainer.max_epochs)
+                if trainer is None:
+                    sched[key] = 1
+                else:
+                    sched[key] = int(trainer.estimated_stepping_batches) if per_step else int(trainer.max_epochs)
         if "max_lr" in sched and sched["max_lr"] is None:
             sched["max_lr"] = [group["lr"] for group in optimizer.param_groups]
             sched["_convert_"] = "all"  # a plain list: OneCycleLR divides its items
