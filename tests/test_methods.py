@@ -295,6 +295,7 @@ def test_method_learns_to_flag_pasted_outliers(make_cfg, method, one_thread):
 
     cfg = make_cfg([f"loss={method}"])
     loss = instantiate(cfg.loss, key="loss")
+    loss.set_class_counts([1] * 4)  # class-balanced CE (the default): uniform here, the pipeline uses the train split's
     torch.manual_seed(0)
     net = ToyNet(instantiate(cfg.model.heads, key="model.heads"), classes=4)
     scorer = build_scorers(cfg.scorer)[METHODS[method]]

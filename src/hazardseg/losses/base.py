@@ -132,6 +132,14 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return values[mask].mean() if bool(mask.any()) else values.sum() * 0.0
 
 
+def outlier_bce(logit: Tensor, target: Tensor) -> Tensor:
+    """Binary cross-entropy of a per-pixel outlier logit: pasted outlier pixels 1, known-class pixels 0,
+    averaged over both (ignored pixels do not count). Stable for any logit (softplus form)."""
+    is_out = outliers(target)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logit, is_out.to(logit.dtype), reduction="none")
+    return masked_mean(bce, is_out | inliers(target))
+
+
 def class_target(target: Tensor) -> Tensor:
     """Target for ``F.cross_entropy(ignore_index=IGNORE_LABEL)`` over known classes: outliers ignored."""
     return target.masked_fill(target == OUTLIER_LABEL, IGNORE_LABEL)

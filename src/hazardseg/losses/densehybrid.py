@@ -29,10 +29,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from hazardseg.losses.base import LossTerm, as_float, inliers, masked_mean, outliers
+from hazardseg.losses.base import LossTerm, as_float, masked_mean, outlier_bce, outliers
 
 
 class OutlierLogLikelihood(LossTerm):
@@ -58,8 +57,4 @@ class DatasetPosterior(LossTerm):
         return True
 
     def forward(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> Tensor:
-        target = batch["mask"]
-        logit = as_float(outputs[self.output])[:, 0]
-        is_out = outliers(target)
-        bce = F.binary_cross_entropy_with_logits(logit, is_out.to(logit.dtype), reduction="none")
-        return masked_mean(bce, is_out | inliers(target))
+        return outlier_bce(as_float(outputs[self.output])[:, 0], batch["mask"])

@@ -27,11 +27,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from hazardseg.errors import ConfigError
-from hazardseg.losses.base import LossTerm, as_float, inliers, masked_mean, outliers
+from hazardseg.losses.base import LossTerm, as_float, outlier_bce
 
 
 def void_margin(logits: Tensor, void: Tensor) -> Tensor:
@@ -55,9 +54,5 @@ class VoidClass(LossTerm):
         return True
 
     def forward(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> Tensor:
-        target = batch["mask"]
-        s = void_margin(as_float(outputs["logits"]), as_float(outputs[self.output]))
-        is_out = outliers(target)
-        # softplus(s) = -log(1 - p_void), softplus(-s) = -log p_void: stable for any s (no log of 0).
-        loss = torch.where(is_out, F.softplus(-s), F.softplus(s))
-        return masked_mean(loss, is_out | inliers(target))
+        # BCE on s: -log p_void on outliers, -log(1 - p_void) on known-class pixels.
+        return outlier_bce(void_margin(as_float(outputs["logits"]), as_float(outputs[self.output])), batch["mask"])

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from hazardseg.errors import DataError, NotFittedError
@@ -41,6 +42,8 @@ class Scorer(nn.Module):
     # Bump when ``fit`` changes what it computes: saved statistics of older versions are then refitted.
     fit_version: ClassVar[int] = 1
     name: ClassVar[str] = "scorer"  # short name used in error messages
+    # Buffers that hold fitted statistics: they start empty and take the saved shape when loaded.
+    statistics: ClassVar[tuple[str, ...]] = ()
 
     def forward(self, outputs: Mapping[str, Any] | Tensor, features: Tensor | None = None) -> Tensor:
         if isinstance(outputs, Tensor):
@@ -92,6 +95,32 @@ class Scorer(nn.Module):
     def extra_repr(self) -> str:
         return f"requires_fit={self.requires_fit}"
 
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # Statistics buffers start empty (their size depends on the data), so take the saved shape before
+        # the default copy_.
+        for key in self.statistics:
+            saved = state_dict.get(prefix + key)
+            if isinstance(saved, Tensor):
+                current = getattr(self, key)
+                setattr(self, key, torch.empty(saved.shape, dtype=current.dtype, device=current.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class HeadScorer(Scorer):
+    """A scorer of one trained head's output (``outputs[output]``, e.g. ``void``): models without that
+    head skip it (see :attr:`Scorer.required_outputs`)."""
+
+    def __init__(self, output: str) -> None:
+        super().__init__()
+        self.output = output
+
+    @property
+    def required_outputs(self) -> tuple[str, ...]:
+        return (self.output,)
+
+    def extra_repr(self) -> str:
+        return f"output={self.output!r}"
+
 
 def batch_logits(batch: Any, scorer_name: str) -> Tensor:
     """Pull float32 ``logits`` (N,C,H,W) out of one ``fit`` item, with a clear error otherwise."""
@@ -107,4 +136,4 @@ def batch_logits(batch: Any, scorer_name: str) -> Tensor:
     return logits.detach().float()
 
 
-__all__ = ["Scorer", "batch_logits"]
+__all__ = ["HeadScorer", "Scorer", "batch_logits"]

@@ -16,23 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hazardseg.scorers.base import Scorer
+from hazardseg.scorers.base import HeadScorer
 
 
-class DenseHybrid(Scorer):
+class DenseHybrid(HeadScorer):
     name = "densehybrid"
 
     def __init__(self, output: str = "ood") -> None:
-        super().__init__()
-        self.output = output
-
-    @property
-    def required_outputs(self) -> tuple[str, ...]:
-        return (self.output,)
+        super().__init__(output)
 
     def score_outputs(self, outputs: Mapping[str, Any]) -> Tensor:
         logits, head = outputs["logits"].float(), outputs[self.output].float()
         return -torch.logsumexp(logits, dim=1) + F.logsigmoid(head[:, 0])
-
-    def extra_repr(self) -> str:
-        return f"output={self.output!r}"

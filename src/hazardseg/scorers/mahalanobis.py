@@ -48,6 +48,7 @@ class Mahalanobis(Scorer):
     """
 
     requires_fit = True
+    statistics = _STATS
     fit_version = 1
     name = "mahalanobis"
 
@@ -130,15 +131,6 @@ class Mahalanobis(Scorer):
         # ||z - m_k||^2 = ||z||^2 - 2 z.m_k + ||m_k||^2; clamp the round-off below 0.
         sq = z.pow(2).sum(1, keepdim=True) - 2 * z @ m.T + m.pow(2).sum(1)
         return sq.amin(dim=1).clamp_min(0)
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        # Buffers start empty, so resize them to the saved shape before the default copy_.
-        for key in _STATS:
-            saved = state_dict.get(prefix + key)
-            if isinstance(saved, Tensor):
-                current = getattr(self, key)
-                setattr(self, key, torch.empty(saved.shape, dtype=current.dtype, device=current.device))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return f"ridge={self.ridge}, classes={self.class_means.shape[0] if self.is_fitted else 0}, fitted={self.is_fitted}"

@@ -34,6 +34,7 @@ class SML(Scorer):
     """
 
     requires_fit = True
+    statistics = _STATS
     fit_version = 2  # 2: rarely-predicted classes use pooled statistics
     name = "sml"
 
@@ -119,15 +120,6 @@ class SML(Scorer):
         if self.smooth is not None:
             sml = self.smooth(sml)
         return -sml
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        # Buffers start empty, so resize them to the saved shape before the default copy_.
-        for key in _STATS:
-            saved = state_dict.get(prefix + key)
-            if isinstance(saved, Tensor):
-                current = getattr(self, key)
-                setattr(self, key, torch.empty(saved.shape, dtype=current.dtype, device=current.device))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.class_mean.numel()}, fitted={self.is_fitted}"

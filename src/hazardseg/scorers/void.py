@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hazardseg.scorers.base import Scorer
+from hazardseg.scorers.base import HeadScorer
 
 
-class VoidProbability(Scorer):
+class VoidProbability(HeadScorer):
     """``log p_void = v - logsumexp([l_1..l_K, v]) = logsigmoid(v - logsumexp(l))``.
 
     In log space: float32 ``p_void`` itself rounds to exactly 1.0 for every pixel with ``v`` a few
@@ -29,16 +29,8 @@ class VoidProbability(Scorer):
     name = "void"
 
     def __init__(self, output: str = "void") -> None:
-        super().__init__()
-        self.output = output
-
-    @property
-    def required_outputs(self) -> tuple[str, ...]:
-        return (self.output,)
+        super().__init__(output)
 
     def score_outputs(self, outputs: Mapping[str, Any]) -> Tensor:
         logits, void = outputs["logits"].float(), outputs[self.output].float()
         return F.logsigmoid(void[:, 0] - torch.logsumexp(logits, dim=1))
-
-    def extra_repr(self) -> str:
-        return f"output={self.output!r}"
