@@ -248,7 +248,8 @@ class SegmentationDataModule(L.LightningDataModule):
     """
 
     name: ClassVar[str] = "segmentation"
-    NUM_CLASSES: ClassVar[int] = 0
+    # None: the dataset has no semantic classes (test-only anomaly benchmarks: normal / anomaly / void)
+    NUM_CLASSES: ClassVar[int | None] = 0
     CLASS_NAMES: ClassVar[tuple[str, ...]] = ()
     DEFAULT_IGNORE_INDEX: ClassVar[int | None] = None
     ANOMALY_INDEX: ClassVar[int | None] = None
@@ -283,12 +284,12 @@ class SegmentationDataModule(L.LightningDataModule):
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = (num_workers > 0) if persistent_workers is None else bool(persistent_workers and num_workers > 0)
         self.skip_bad_samples = bool(skip_bad_samples)
-        if num_classes is not None and num_classes != self.NUM_CLASSES:
+        if num_classes is not None and self.NUM_CLASSES is not None and num_classes != self.NUM_CLASSES:
             raise ConfigError(
                 f"data.num_classes={num_classes} but {self.name} has {self.NUM_CLASSES} classes; "
                 f"set data.num_classes={self.NUM_CLASSES} (or leave it null)"
             )
-        self.num_classes: int = self.NUM_CLASSES
+        self.num_classes: int | None = self.NUM_CLASSES
         if ignore_index == "default":
             ignore_index = self.DEFAULT_IGNORE_INDEX
         if ignore_index is not None and (not isinstance(ignore_index, int) or isinstance(ignore_index, bool)):
@@ -298,7 +299,7 @@ class SegmentationDataModule(L.LightningDataModule):
                 f"data.ignore_index=null but {self.name} masks have void pixels (value {self.VOID_VALUE}); "
                 f"set data.ignore_index={self.VOID_VALUE}"
             )
-        if ignore_index is not None and 0 <= ignore_index < self.NUM_CLASSES and self.VOID_VALUE is not None:
+        if ignore_index is not None and 0 <= ignore_index < (self.NUM_CLASSES or 0) and self.VOID_VALUE is not None:
             raise ConfigError(
                 f"data.ignore_index={ignore_index} collides with a class id of {self.name} (0..{self.NUM_CLASSES - 1}); "
                 f"use {self.VOID_VALUE}"
@@ -306,7 +307,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.ignore_index: int | None = ignore_index
         self.anomaly_index: int | None = self.ANOMALY_INDEX
         self.class_names: list[str] = list(self.CLASS_NAMES)
-        assert len(self.class_names) == self.num_classes, (self.name, len(self.class_names))
+        assert len(self.class_names) == (self.num_classes or 0), (self.name, len(self.class_names))
         self.train_transform = build_train_transform(self.image_size, self.augment, self.ignore_index)
         self.eval_transform = build_eval_transform(self.image_size)
         self.datasets: dict[str, SegmentationDataset] = {}
