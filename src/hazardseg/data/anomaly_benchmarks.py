@@ -339,8 +339,9 @@ class AnomalyBenchmarkDataModule(SegmentationDataModule):
                       persistent_workers=self.persistent_workers, collate_fn=collate_frames)
         if self.batch_size == 1:
             return SegDataLoader(ds, batch_size=1, shuffle=False, **common)
-        sizes = ds.frame_sizes()
-        keys = [(label or image) if self.image_size is not None else (image, label) for image, label in sizes]
+        # the mask has the label's size, or the image's when there is no label; the input is resized or native
+        sizes = [(image, label or image) for image, label in ds.frame_sizes()]
+        keys = [mask if self.image_size is not None else (image, mask) for image, mask in sizes]
         return SegDataLoader(ds, batch_sampler=SizeGroupedBatchSampler(keys, self.batch_size), **common)
 
     def predict_dataloader(self) -> SegDataLoader:
