@@ -189,6 +189,45 @@ def test_pixel_metric_equals_reference_and_is_order_independent():
         assert again[key] == pytest.approx(value, abs=1e-12), key
 
 
+def benchmark_like_ap(frames, first: int) -> float:
+    """The benchmark's curve with its extra first point taken from frame ``first`` (one of the frames
+    tied at the top threshold): a fixed stand-in for its unstable argsort."""
+    bins = [ref_bins(s, y) for s, y in frames]
+    thr = np.concatenate([b[0] for b in bins])
+    tp_rel, fp_rel = np.concatenate([b[1] for b in bins]), np.concatenate([b[2] for b in bins])
+    num_pos = sum(b[3] for b in bins)
+    owner = np.concatenate([np.full(len(b[0]), k) for k, b in enumerate(bins)])
+    order = np.lexsort((owner != first, -thr))  # descending threshold, frame ``first`` first among ties
+    thr, tp, fp = thr[order], np.cumsum(tp_rel[order]), np.cumsum(fp_rel[order])
+    keep = np.r_[0, np.nonzero(thr[:-1] != thr[1:])[0], len(thr) - 1]
+    tp, fp = np.r_[0, tp[keep]], np.r_[0, fp[keep]]
+    precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)
+    return float(np.sum(np.diff(tp / num_pos) * precision[1:]))
+
+
+def test_pixel_metric_tied_top_threshold_interval():
+    rng = np.random.default_rng(8)
+    frames = []
+    for _ in range(3):
+        scores, label = random_frame(rng, noise=0.8)
+        scores[label == 1] = np.minimum(scores[label == 1] + F16(0.5), 1)  # saturated: max 1.0 in every frame
+        frames.append((scores.astype(F16), label))
+    metric = SmiycPixelMetric()
+    for s, y in frames:
+        metric.update(s, y)
+    got = metric.compute()
+    assert got["top_threshold_ties"] == 3
+    candidates = [benchmark_like_ap(frames, k) for k in range(3)]
+    assert got["AP_tie_min"] == pytest.approx(min(candidates), abs=1e-12)
+    assert got["AP_tie_max"] == pytest.approx(max(candidates), abs=1e-12)
+    assert max(candidates) - min(candidates) > 1e-4  # the benchmark's own value depends on the frame order
+    assert got["AP"] == pytest.approx(ref_curve(frames)["AP"], abs=1e-12)  # fully accumulated points only
+    # no tie: no interval keys
+    metric = SmiycPixelMetric()
+    metric.update(*frames[0])
+    assert "AP_tie_min" not in metric.compute()
+
+
 def test_pixel_metric_batched_update_and_sklearn_closeness():
     rng = np.random.default_rng(3)
     frames = [random_frame(rng, noise=0.5) for _ in range(6)]
@@ -445,8 +484,10 @@ def test_evaluator_unlabelled_frames_scratch_and_groups(tmp_path):
     for fid, group, mask, has_label in _frames(dm):
         scores = synthetic_scores(mask.numpy().astype(np.uint8), 0, noise=0.5)
         assert evaluator.add(fid, group, torch.from_numpy(scores), mask if has_label else None) is None
-    scratch = list(run.glob(".smiyc-maps-*/*.hdf5"))
-    assert len(scratch) == 2  # only the labelled frames are kept for the component pass
+    scratch = sorted(run.glob(".smiyc-maps-*/*.npy"))
+    assert len(scratch) == 2  # only the labelled frames are kept for the component pass, their ROI only
+    roi_pixels = [int((m != 255).sum()) for *_, m, has in _frames(dm) if has]
+    assert [np.load(p).shape for p in scratch] == [(n,) for n in roi_pixels]
     got = evaluator.compute()
     assert got["num_frames"] == 3 and got["num_scored_frames"] == 2 and "pooled_AUPR" not in got
     assert not list(run.glob(".smiyc-maps-*")) and not (run / "anomaly_p").exists()

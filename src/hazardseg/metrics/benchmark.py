@@ -12,10 +12,11 @@
    labelled frames back from disk (the submission files, or uncompressed scratch files when ``submission=False``,
    deleted afterwards) and accumulates the component metrics at that threshold.
 
-Memory: per labelled frame ~18 KB of pixel-curve state and its label zlib-compressed (~10-50 KB for a
-2048x1024 label), component statistics (3 floats per component), plus the 63 MiB histogram of the pooled
-metric: independent of the image size beyond that. Disk: one float16 map per labelled frame until
-``compute()`` (4 MiB uncompressed at 2048x1024; the submission files are gzip-compressed).
+Memory: per labelled frame ~18 KB of pixel-curve state and its label zlib-compressed (a few KB to tens of
+KB at 2048x1024), component statistics (3 floats per component), plus the 63 MiB histogram of the pooled
+metric; no score map is held beyond the frame being added. Disk until ``compute()``: with ``submission=True``
+the submission files themselves (gzip, one per frame); otherwise one scratch ``.npy`` per labelled frame
+holding only its ROI (non-void) float16 values, 2 bytes per ROI pixel (at most 4 MiB at 2048x1024).
 
 Under DDP each rank adds its own frames; ``compute()`` must be called on every rank (the torchmetrics states
 are gathered, so all ranks get the same threshold and numbers), and the encoder must be shared (see
@@ -114,9 +115,19 @@ class BenchmarkEvaluator:
             s = scores.detach().cpu().float() if isinstance(scores, Tensor) else torch.from_numpy(np.asarray(scores, np.float32))
             y_t = torch.from_numpy(y)
             self.pooled.update(s, y_t == 1, y_t != 255)
-        keep = path if path is not None else write_score_map(self._scratch_dir() / f"{len(self._kept):07d}.hdf5", map16, compress=False)
-        self._kept.append((keep, y.shape, zlib.compress(y.tobytes(), 1)))
-        return path
+        if path is None:  # scratch copy for the component pass: the ROI values only (the rest is never read)
+            path = self._scratch_dir() / f"{len(self._kept):07d}.npy"
+            np.save(path, map16[y != 255])
+        self._kept.append((path, y.shape, zlib.compress(y.tobytes(), 1)))
+        return path if self.submission else None
+
+    @staticmethod
+    def _read_map(path: Path, label: np.ndarray) -> np.ndarray:
+        if path.suffix == ".hdf5":
+            return read_score_map(path)
+        scores = np.zeros(label.shape, np.float16)  # void pixels: never predicted, never scored
+        scores[label != 255] = np.load(path)
+        return scores
 
     def _scratch_dir(self) -> Path:
         if self._scratch is None:
@@ -151,7 +162,7 @@ class BenchmarkEvaluator:
             components = SmiycComponentMetric(threshold, self.track)
             for path, shape, blob in self._kept:
                 label = np.frombuffer(zlib.decompress(blob), np.uint8).reshape(shape)
-                components.update(read_score_map(path), label)
+                components.update(self._read_map(path, label), label)
             out.update(components.compute())
             out["component_threshold"] = threshold
             out["component_threshold_raw"] = self.encoder.decode(threshold)
