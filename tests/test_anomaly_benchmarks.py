@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,6 @@ from benchmark_folders import (
     fishyscapes_folder,
     laf_fid,
     lost_and_found_folder,
-    random_label,
     road_anomaly_folder,
     save_image,
     smiyc_folder,

@@ -49,7 +49,15 @@ from torch.utils.data import Sampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from hazardseg.data.base import SegDataLoader, SegmentationDataModule, SegmentationDataset, check_values, load_index_mask, load_rgb, skip_or_raise
+from hazardseg.data.base import (
+    SegDataLoader,
+    SegmentationDataModule,
+    SegmentationDataset,
+    check_values,
+    load_index_mask,
+    load_rgb,
+    skip_or_raise,
+)
 from hazardseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform, parse_image_size
 from hazardseg.errors import ConfigError, DataError
 
@@ -306,10 +314,13 @@ class AnomalyBenchmarkDataModule(SegmentationDataModule):
             raise self._refuse(f"{split} split")
         frames, missing = self.build_frames()
         if not frames:
-            raise DataError(f"{self.name} (data.subset={self.subset}): no frames found in data.root={self.root}; {self.DOWNLOAD_HINT}")
+            raise DataError(
+                f"{self.name} (data.subset={self.subset}): no frames found in data.root={self.root}; {self.DOWNLOAD_HINT}"
+            )
         ds = self.dataset_class(frames, None, self.skip_bad_samples)
         if missing:
-            warnings.warn(f"{self.name}: skipped {len(missing)} listed frames, e.g. {next(iter(missing.values()))}", stacklevel=2)
+            example = next(iter(missing.values()))
+            warnings.warn(f"{self.name}: skipped {len(missing)} listed frames, e.g. {example}", stacklevel=2)
             ds.bad_samples.update(missing)
         return ds
 
@@ -599,7 +610,8 @@ class FishyscapesLafDataModule(AnomalyBenchmarkDataModule):
         if not (self.root / "labels" / "val").is_dir():
             raise DataError(f"data.root={self.root} has no labels/val/ folder; {FISHY_HINT}")
         if self.laf_root is None or not (self.laf_root / "leftImg8bit").is_dir():
-            raise DataError(f"data.laf_root={self.laf_root}: no LostAndFound leftImg8bit/ folder there; {LAF_HINT.replace('data.root', 'data.laf_root')}")
+            hint = LAF_HINT.replace("data.root", "data.laf_root")
+            raise DataError(f"data.laf_root={self.laf_root}: no LostAndFound leftImg8bit/ folder there; {hint}")
 
     def build_frames(self) -> tuple[list[Frame], dict[str, str]]:
         label_dir = self.root / "labels" / "val"
@@ -615,7 +627,8 @@ class FishyscapesLafDataModule(AnomalyBenchmarkDataModule):
             if not label.is_file():
                 problem = f"{label}: label of Fishyscapes frame {fid} not found; {FISHY_HINT}"
             elif image is None:
-                problem = f"{fid}: image not found in {self.laf_root}/leftImg8bit/{{train,test}}/<scene>/; set data.laf_root to the LostAndFound folder"
+                problem = (f"{fid}: image not found in {self.laf_root}/leftImg8bit/{{train,test}}/<scene>/; "
+                           f"set data.laf_root to the LostAndFound folder")
             if problem:
                 skip_or_raise(problem, str(label), self.skip_bad_samples, missing)
                 continue
@@ -691,5 +704,6 @@ class RoadAnomalyDataModule(AnomalyBenchmarkDataModule):
 
 BENCHMARK_DATAMODULES: dict[str, type[AnomalyBenchmarkDataModule]] = {
     cls.name: cls
-    for cls in (SmiycAnomalyDataModule, SmiycObstacleDataModule, LostAndFoundDataModule, FishyscapesLafDataModule, RoadAnomalyDataModule)
+    for cls in (SmiycAnomalyDataModule, SmiycObstacleDataModule, LostAndFoundDataModule, FishyscapesLafDataModule,
+                RoadAnomalyDataModule)
 }
