@@ -2,12 +2,15 @@
 
     python eval.py ckpt_path=outputs/models/<hash>/checkpoints/best.ckpt scorer=all
     python eval.py -m ckpt_path=... scorer=msp,energy,sml
+    python eval.py ckpt_path=... data.root=/path/to/StreetHazards   # overrides of the checkpoint's data config
 """
+
+import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from hazardseg.cli import run_task
+from hazardseg.cli import allow_data_overrides, launch, run_task
 from hazardseg.pipeline import evaluate
 
 
@@ -17,4 +20,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.argv = allow_data_overrides(sys.argv)  # `data.root=...` works without Hydra's `+` (see its docstring)
+    launch(main)

@@ -8,7 +8,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from hazardseg.cli import run_task
+from hazardseg.cli import launch, run_task
 from hazardseg.pipeline import train
 
 
@@ -18,4 +18,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

@@ -1,8 +1,18 @@
 """Benchmark hazardseg.metrics.AnomalyMetrics against sklearn, torchmetrics and pytorch-ood.
 
-Not a test. Every method runs in a fresh subprocess on the same pixels (saved once to a temp
-file), so peak RSS (``ru_maxrss``) is per method. Throughput = pixels / median wall time of
-``update`` (in image-sized chunks of 921,600 pixels) + ``compute`` for all three metrics.
+Not a test. Sections (``--sections``, all by default):
+
+* ``maps``: update throughput on each scorer's map of a simulated confident model (MSP, max
+  logit, entropy, energy, plus a Gaussian map), current vs previous implementation
+  (``bench/previous_anomaly_metrics.py``) timed alternately in one process, median of repeats;
+* ``fidelity``: errors against the float64 sklearn / official computation on the papers' score
+  definitions, before (previous scorers and metric) and after, prevalence 1e-2 .. 1e-5;
+* ``ranking``: our MSP / entropy maps against pytorch-ood's ``MaxSoftmax`` / ``Entropy`` and the
+  float64 definitions, by rank correlation (needs pytorch-ood);
+* ``peers``: every method in a fresh subprocess on the same pixels (saved once to a temp file),
+  so peak RSS (``ru_maxrss``) is per method. Throughput = pixels / median wall time of
+  ``update`` (in image-sized chunks of 921,600 pixels) + ``compute`` for all three metrics;
+* ``streaming``: 1e8 and 1.4e9 pixels through one AnomalyMetrics.
 
     python bench/bench_anomaly_metrics.py                      # defaults, ~10 min on 2 cores
     python bench/bench_anomaly_metrics.py --pixels 2e6 --big-pixels 1e8 --repeats 1   # quick
@@ -25,7 +35,9 @@ import torch
 
 CHUNK = 921_600  # one StreetHazards image (1280 x 720)
 KEYS = ("aupr", "auroc", "fpr95")
+SECTIONS = ("maps", "fidelity", "ranking", "peers", "streaming")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def make_scores(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,6 +166,156 @@ def big_worker(pixels: int) -> None:
                       "values": values}))
 
 
+
+# ---------------------------------------------------------------- scorer maps of a confident model
+def previous_msp(logits: torch.Tensor) -> torch.Tensor:
+    """The previous MSP scorer: ``-max softmax`` in float32 (collapses for confident pixels)."""
+    return -torch.softmax(logits, dim=1).amax(dim=1)
+
+
+def previous_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """The previous entropy scorer: ``-sum p * log_softmax`` in float32."""
+    logp = torch.log_softmax(logits, dim=1)
+    p = logp.exp()
+    return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(dim=1)
+
+
+def as_image(logits: torch.Tensor) -> torch.Tensor:
+    """(n, C) -> (1, C, n, 1), the layout scorers take."""
+    return logits.T.contiguous().view(1, logits.shape[1], -1, 1)
+
+
+def confident_maps(normal: int, anomalies: int, seed: int, exact: bool = True) -> tuple[dict, dict, dict, torch.Tensor]:
+    """(current maps, previous maps, float64 paper scores or {}, labels) of the simulated confident model."""
+    from hazardseg.scorers import MSP, Energy, Entropy, MaxLogit
+    from test_anomaly_metrics import confident_logits, paper_scores_float64
+
+    logits, labels = confident_logits(normal, anomalies, seed=seed)
+    image = as_image(logits)
+    current = {name: cls()(image).view(-1) for name, cls in
+               (("msp", MSP), ("maxlogit", MaxLogit), ("entropy", Entropy), ("energy", Energy))}
+    previous = dict(current, msp=previous_msp(image).view(-1), entropy=previous_entropy(image).view(-1))
+    return current, previous, paper_scores_float64(logits) if exact else {}, labels
+
+
+def bench_maps(pixels: int, repeats: int) -> None:
+    from previous_anomaly_metrics import AnomalyMetrics as Previous
+
+    from hazardseg.metrics import AnomalyMetrics
+
+    parts = []  # generated in 1M-pixel pieces: the 13-class logits of all pixels at once would need GBs
+    for seed, start in enumerate(range(0, pixels, 1_000_000)):
+        n = min(1_000_000, pixels - start)
+        parts.append(confident_maps(n - n // 100, n // 100, seed=40 + seed, exact=False))
+    current = {k: torch.cat([part[0][k] for part in parts]) for k in parts[0][0]}
+    previous = {k: torch.cat([part[1][k] for part in parts]) for k in parts[0][1]}
+    labels = torch.cat([part[3] for part in parts])
+    del parts
+    gen = torch.Generator().manual_seed(5)
+    maps = {
+        "msp: log(1 - max softmax)": current["msp"],
+        "msp as -max softmax (previous scorer)": previous["msp"],
+        "maxlogit": current["maxlogit"],
+        "entropy": current["entropy"],
+        "energy": current["energy"],
+        "gaussian N(0,1), anomalies +1.5": torch.randn(pixels, generator=gen) + 1.5 * labels,
+    }
+    impls = {"previous": Previous(), "current": AnomalyMetrics()}
+    chunks = {name: list(zip(s.split(CHUNK), labels.split(CHUNK))) for name, s in maps.items()}
+    for metric in impls.values():  # warm-up: allocations, lazy initialisation
+        metric.update(*chunks["maxlogit"][0])
+    seconds = {(name, impl): [] for name in maps for impl in impls}
+    for _ in range(repeats):  # alternate implementations so both see the same machine load
+        for name in maps:
+            for impl, metric in impls.items():
+                t0 = time.perf_counter()
+                for cs, cy in chunks[name]:
+                    metric.update(cs, cy)
+                seconds[(name, impl)].append(time.perf_counter() - t0)
+    print(f"\n### Update throughput per scorer map ({pixels:.2e} pixels in {CHUNK}-pixel updates, "
+          f"1% anomalies, median of {repeats})\n")
+    print("| score map | previous Mpx/s | current Mpx/s | current / previous | current compute s |")
+    print("|---|---|---|---|---|")
+    for name, s in maps.items():
+        tp = {impl: pixels / statistics.median(seconds[(name, impl)]) / 1e6 for impl in impls}
+        metric = AnomalyMetrics()
+        metric.update(s, labels)
+        t0 = time.perf_counter()
+        metric.compute()
+        print(f"| {name} | {tp['previous']:.0f} | {tp['current']:.0f} | {tp['current'] / tp['previous']:.2f}x | "
+              f"{time.perf_counter() - t0:.2f} |")
+
+
+def bench_fidelity(normal: int) -> None:
+    from previous_anomaly_metrics import AnomalyMetrics as Previous
+    from test_anomaly_metrics import reference
+
+    from hazardseg.metrics import AnomalyMetrics
+
+    anomalies = round(1e-2 * normal / (1 - 1e-2)) + 1
+    current, previous, exact, labels = confident_maps(normal, anomalies, seed=3)
+    order = {name: torch.argsort(v, descending=True, stable=True) for name, v in exact.items()}
+
+    def errors(metric, scores, want) -> str:
+        metric.update(scores, labels[: scores.numel()])
+        got = metric.compute()
+        return " / ".join(f"{abs(got[k] - want[k]):.1e}" for k in KEYS)
+
+    print(f"\n### Errors against float64 sklearn / official FPR95 on the papers' definitions "
+          f"(simulated confident model, {normal:.1e} normal pixels)\n")
+    print("abs. error AUPR / AUROC / FPR95. Before: previous scorer (float32 `-max softmax`, naive entropy) "
+          "through the previous AnomalyMetrics; sklearn column: sklearn on those same float32 values.\n")
+    print("| scorer | prevalence | anomalies | reference AUPR / AUROC / FPR95 | before | before, sklearn "
+          "on the float32 map | after |")
+    print("|---|---|---|---|---|---|---|")
+    for prevalence in (1e-2, 1e-3, 1e-4, 1e-5):
+        n = normal + round(prevalence * normal / (1 - prevalence))
+        for name in current:
+            keep = order[name][order[name] < n]
+            want = reference(exact[name][keep], labels[keep])
+            sk = reference(previous[name][:n], labels[:n])
+            sk_err = " / ".join(f"{abs(sk[k] - want[k]):.1e}" for k in KEYS)
+            print(f"| {name} | {prevalence:.0e} | {int(labels[:n].sum())} | "
+                  + " / ".join(f"{want[k]:.4f}" for k in KEYS)
+                  + f" | {errors(Previous(), previous[name][:n], want)} | {sk_err} | "
+                  f"{errors(AnomalyMetrics(), current[name][:n], want)} |", flush=True)
+
+
+def bench_ranking(pixels: int) -> None:
+    from scipy.stats import kendalltau, spearmanr
+
+    from hazardseg.scorers import MSP, Entropy
+    from test_anomaly_metrics import confident_logits
+
+    problem = pytorch_ood_problem()
+    if problem:
+        print(f"\n### Ranking against pytorch-ood: skipped, {problem}")
+        return
+    from pytorch_ood.detector import Entropy as OODEntropy
+    from pytorch_ood.detector import MaxSoftmax
+
+    logits, _ = confident_logits(pixels - pixels // 100, pixels // 100, seed=6)
+    image = as_image(logits)
+    lg = image.double()
+    exact_entropy = -(lg.softmax(1) * lg.log_softmax(1)).sum(1)
+    rows = {
+        "hazardseg MSP (float32) vs pytorch-ood MaxSoftmax on float64 logits": (MSP()(image), MaxSoftmax.score(lg)),
+        "pytorch-ood MaxSoftmax on float32 logits vs on float64 logits": (MaxSoftmax.score(image), MaxSoftmax.score(lg)),
+        "hazardseg Entropy (float32) vs float64 entropy": (Entropy()(image), exact_entropy),
+        "previous entropy scorer (float32) vs float64 entropy": (previous_entropy(image), exact_entropy),
+        "pytorch-ood Entropy (float32, p clipped at 1e-7) vs float64 entropy": (OODEntropy.score(image), exact_entropy),
+    }
+    sub = torch.randperm(logits.shape[0], generator=torch.Generator().manual_seed(7))[:100_000]
+    print(f"\n### Ranking on a simulated confident model ({pixels:.1e} pixels; Kendall on 1e5 of them)\n")
+    print("| maps compared | Spearman rho | Kendall tau | distinct values (first map) |")
+    print("|---|---|---|---|")
+    for what, (a, b) in rows.items():
+        a, b = a.flatten().double().numpy(), b.flatten().double().numpy()
+        rho = spearmanr(a, b).statistic
+        tau = kendalltau(a[sub.numpy()], b[sub.numpy()]).statistic
+        print(f"| {what} | {rho:.12f} | {tau:.9f} | {len(set(a.tolist())):,} |")
+
+
 # ---------------------------------------------------------------- driver
 def spawn(args: list[str], timeout: float) -> dict | str:
     cmd = [sys.executable, __file__, *args]
@@ -176,6 +338,11 @@ def pytorch_ood_problem() -> str | None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads for the in-process sections (default: torch's)")
+    p.add_argument("--map-pixels", type=float, default=8 * CHUNK, help="pixels per scorer map (maps section)")
+    p.add_argument("--map-repeats", type=int, default=7, help="repeats of the maps section (median)")
+    p.add_argument("--fidelity-normal", type=float, default=2e6, help="normal pixels in the fidelity section")
     p.add_argument("--pixels", type=float, default=2e7, help="pixels for the side-by-side run")
     p.add_argument("--binned-pixels", type=float, default=2e5, help="pixels for torchmetrics binned (slow)")
     p.add_argument("--big-pixels", type=float, default=1.4e9, help="pixels for the streaming run")
@@ -189,10 +356,31 @@ def main() -> None:
         return worker(a.worker, a.data, int(a.pixels), a.repeats)
     if a.big_worker:
         return big_worker(int(a.big_pixels))
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    sections = a.sections.split(",")
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown section(s) {sorted(unknown)}; choose from {SECTIONS}")
 
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f} at start")
+    if "maps" in sections:
+        bench_maps(int(a.map_pixels), a.map_repeats)
+    if "fidelity" in sections:
+        bench_fidelity(int(a.fidelity_normal))
+    if "ranking" in sections:
+        bench_ranking(2_000_000)
+    if "peers" in sections:
+        bench_peers(a)
+    if "streaming" in sections:
+        print_big(a)
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
+
+
+def bench_peers(a: argparse.Namespace) -> None:
     n = int(a.pixels)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
-          f"MSP scores of 19-class random logits, {n:.2e} pixels, ~1% anomalies\n")
+    print(f"\n### Peers: MSP scores of 19-class random logits, {n:.2e} pixels, ~1% anomalies\n")
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "scores.pt")
         torch.save(make_scores(n), data)
@@ -208,7 +396,6 @@ def main() -> None:
             rows.append((method, repeats, res))
             print(f"  {method}: {res if isinstance(res, str) else 'done'}", file=sys.stderr)
     print_table(rows)
-    print_big(a)
 
 
 def print_table(rows: list) -> None:

@@ -61,3 +61,37 @@ def make_cfg(tmp_path):
 
     yield _make
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def read_only_dir():
+    """Make a folder read-only for this process: chmod for normal users; root ignores permissions, so
+    there a read-only bind mount is used (skipped where mounting is not allowed)."""
+    import subprocess
+
+    mounted, chmodded = [], []
+
+    def _make(path: Path) -> None:
+        if os.geteuid() != 0:
+            os.chmod(path, 0o555)
+            chmodded.append(path)
+            return
+        ok = subprocess.run(["mount", "--bind", str(path), str(path)], capture_output=True).returncode == 0
+        if ok:
+            mounted.append(path)
+            ok = subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], capture_output=True).returncode == 0
+        if not ok:
+            pytest.skip("running as root without permission to mount a read-only folder")
+
+    yield _make
+    for path in mounted:
+        subprocess.run(["umount", str(path)], capture_output=True)
+    for path in chmodded:
+        os.chmod(path, 0o755)
+
+
+def model_entries(store: Path) -> list[Path]:
+    """The trained models of a model store (``<hash>/`` folders; not scorer_stats/ or class_distribution/)."""
+    import re
+
+    return [p for p in Path(store).iterdir() if p.is_dir() and re.fullmatch(r"[0-9a-f]{12}", p.name)]

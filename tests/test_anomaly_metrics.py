@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -10,7 +11,9 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from hazardseg.metrics import AnomalyMetrics, PerImageAnomalyMetrics
-from hazardseg.metrics.anomaly import NUM_BINS, bin_of, histogram
+from hazardseg.metrics import anomaly
+from hazardseg.metrics.anomaly import NUM_BINS, bin_index, bin_of, histogram
+from hazardseg.scorers import MSP, Energy, Entropy, MaxLogit
 
 TOL = 1e-4  # documented binning error budget for realistic (untied) scores
 EXACT = 1e-12  # float rounding only: exactly tied data must agree
@@ -90,6 +93,84 @@ def realistic(kind: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]
     return s.float(), y
 
 
+def confident_logits(normal: int, anomalies: int, seed: int = 0, classes: int = 13) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 logits ``(n, C)`` of a simulated well-trained segmenter, and the anomaly labels.
+
+    Normal pixels have ``1 - max softmax`` log-normal around 8e-7 (99.7% within 1e-9..1e-4),
+    anomalies are 55x less confident; the max logit grows with the confidence (plus noise) and
+    the other classes share the rest of the mass unevenly; the argmax class is random. The
+    ``anomalies`` anomaly pixels come last, so ``[:normal + k]`` keeps the first k of them.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    n = normal + anomalies
+    is_anomaly = torch.arange(n) >= normal
+    log_eps = torch.randn(n, generator=gen) * (0.8 * math.log(10)) + math.log(8e-7)
+    log_eps = (log_eps + is_anomaly * math.log(55)).clamp(max=math.log(0.5))  # eps = 1 - max softmax
+    top = 4 - 0.5 * log_eps + torch.randn(n, generator=gen)
+    argmax = torch.randint(classes, (n, 1), generator=gen)
+    others = (torch.randn(n, classes, generator=gen) * 2).scatter_(1, argmax, -math.inf)
+    # scale the other classes so that sum_j e^(l_j - top) = eps / (1 - eps)
+    target = top + log_eps - torch.log1p(-log_eps.exp())
+    others += (target - others.logsumexp(1))[:, None]
+    return others.scatter_(1, argmax, top[:, None]), is_anomaly
+
+
+def paper_scores_float64(logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The papers' definitions, in float64: -max softmax, -max logit, entropy, energy (T=1)."""
+    lg = logits.double()
+    lse = lg.logsumexp(1, keepdim=True)
+    log_p = lg - lse  # log_softmax
+    p = log_p.exp()
+    return {
+        "msp": -p.amax(1),
+        "maxlogit": -lg.amax(1),
+        "entropy": -(p * log_p).sum(1),
+        "energy": -lse.squeeze(1),
+    }
+
+
+SCORERS = {"msp": MSP(), "maxlogit": MaxLogit(), "entropy": Entropy(), "energy": Energy()}
+CONFIDENT_NORMAL, CONFIDENT_ANOMALIES = 1_000_000, 10_102  # 1e-2 prevalence needs 10,102 anomalies
+
+
+@functools.lru_cache(maxsize=1)
+def confident_model() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+    """(our float32 maps, float64 paper scores, their descending order, labels) of one simulated model."""
+    logits, labels = confident_logits(CONFIDENT_NORMAL, CONFIDENT_ANOMALIES, seed=21)
+    as_image = logits.T.contiguous().view(1, logits.shape[1], -1, 1)  # (N, C, H, W) for the scorers
+    maps = {name: scorer(as_image).view(-1) for name, scorer in SCORERS.items()}
+    exact = paper_scores_float64(logits)
+    # sklearn's metrics do not depend on the input order; pre-sorted input makes its sorts ~free
+    order = {name: torch.argsort(score, descending=True, stable=True) for name, score in exact.items()}
+    return maps, exact, order, labels
+
+
+@pytest.mark.parametrize("prevalence", [1e-2, 1e-3, 1e-4, 1e-5])
+def test_confident_model_matches_float64_reference(prevalence: float) -> None:
+    """Pooled metrics of all four scorers' float32 maps vs sklearn/official on float64 paper scores."""
+    maps, exact, order, labels = confident_model()
+    n = CONFIDENT_NORMAL + round(prevalence * CONFIDENT_NORMAL / (1 - prevalence))
+    assert int(labels[:n].sum()) >= 10
+    for name in SCORERS:
+        got = pooled(maps[name][:n], labels[:n])
+        keep = order[name][order[name] < n]  # the first n pixels, in descending exact score
+        want = reference(exact[name][keep], labels[keep])
+        for key in ("aupr", "auroc", "fpr95"):
+            assert abs(got[key] - want[key]) <= TOL, (name, key, got[key], want[key])
+
+
+def test_error_bounds_expose_collapsed_max_softmax() -> None:
+    # -max softmax of a confident model in float32: most pixels are exactly -1.0 (tied with
+    # anomalies that are confident too). The data-dependent bound must show it.
+    logits, labels = confident_logits(200_000, 2_000, seed=22)
+    metric = AnomalyMetrics()
+    metric.update(-logits.softmax(1).amax(1), labels)
+    assert metric.error_bounds()["auroc"] > 1e-3
+    fixed = AnomalyMetrics()
+    fixed.update(MSP()(logits.T.contiguous().view(1, logits.shape[1], -1, 1)).view(-1), labels)
+    assert fixed.error_bounds()["auroc"] < 1e-5
+
+
 @pytest.mark.parametrize(
     "kind", ["gauss", "gauss_mix", "msp", "msp_confident", "max_logit", "entropy", "energy"]
 )
@@ -102,8 +183,8 @@ def test_realistic_scores_within_tolerance(kind: str) -> None:
     metric = AnomalyMetrics()
     metric.update(scores, labels)
     bounds = metric.error_bounds()
-    assert abs(got["auroc"] - want["auroc"]) <= bounds["auroc"] + EXACT
-    assert abs(got["aupr"] - want["aupr"]) <= bounds["aupr"] + EXACT
+    for key in ("aupr", "auroc", "fpr95"):
+        assert abs(got[key] - want[key]) <= bounds[key] + EXACT, key
     assert bounds["auroc"] < TOL
 
 
@@ -192,6 +273,28 @@ def test_fpr95_tie_goes_to_higher_recall() -> None:
     assert pooled(scores, labels)["fpr95"] == pytest.approx(2 / 3, abs=EXACT)
 
 
+@pytest.mark.parametrize("tied", [False, True])
+def test_fpr95_crossing_inside_one_bin(tied: bool) -> None:
+    # 52 anomalies: 0.95 * 52 = 49.4, so recall count 49 is the target. Anomalies 49 and 50 share a
+    # bin (1.5 and 1.5 + 2**-22, 4 float32 steps apart); 1000 normals separate anomaly 50 from 51.
+    high = torch.arange(48, dtype=torch.float32) + 10.0
+    pair = torch.tensor([1.5, 1.5 if tied else 1.5 + 2.0**-22])
+    normals = torch.cat([torch.linspace(100.0, 200.0, 100), torch.linspace(0.5, 1.4, 1000), torch.linspace(-5.0, -1.0, 900)])
+    scores = torch.cat([high, pair, torch.tensor([0.0, -0.5]), normals])
+    labels = torch.zeros(scores.numel(), dtype=torch.bool)
+    labels[:52] = True
+    assert bin_of(float(pair[0])) == bin_of(float(pair[1]))
+    want = fpr95_reference(labels.numpy(), scores.double().numpy())
+    # distinct: count 49 is on the curve, the cutoff sits above anomaly 50: the 100 top normals.
+    # tied: counts 48 and 50 are on the curve, 50 is nearer: cutoff above anomaly 51, 1100 normals.
+    # (Treating the distinct pair as tied, as a plain histogram does, would give 1100 there too.)
+    assert want == (1100 if tied else 100) / 2000
+    metric = AnomalyMetrics()
+    metric.update(scores, labels)
+    assert metric.compute()["fpr95"] == pytest.approx(want, abs=EXACT)
+    assert metric.error_bounds()["fpr95"] == 0.0  # the cutoff's bin holds no normal pixel either way
+
+
 def test_streaming_equals_single_update() -> None:
     scores, labels = realistic("msp", 200_000, seed=8)
     one = AnomalyMetrics()
@@ -209,10 +312,11 @@ def test_ddp_style_merge_equals_single_object() -> None:
     full.update(scores, labels)
     a.update(scores[:50_000], labels[:50_000])
     b.update(scores[50_000:], labels[50_000:])
-    # what DDP's dist_reduce_fx="sum" does: element-wise sum of every state
+    # what DDP's sync does: gather every state, reduce with its dist_reduce_fx (sum / min / max)
     summed = AnomalyMetrics()
-    summed.counts = a.counts + b.counts
-    summed.pixels = a.pixels + b.pixels
+    for name, reduce in summed._reductions.items():
+        setattr(summed, name, reduce(torch.stack([getattr(a, name), getattr(b, name)])))
+        assert torch.equal(getattr(summed, name), getattr(full, name)), name
     summed._update_count = 1
     assert summed.compute() == full.compute()
     a.merge_state(b)
@@ -223,9 +327,16 @@ def test_valid_mask_drops_pixels() -> None:
     scores, labels = realistic("entropy", 50_000, seed=10)
     valid = torch.rand(50_000, generator=torch.Generator().manual_seed(11)) < 0.7
     garbage = scores.clone()
-    garbage[~valid] = float("nan")  # ignored pixels may hold anything, even NaN
-    got = pooled(garbage, labels, valid)
-    assert got == pooled(scores[valid], labels[valid])
+    ignored = scores[~valid]
+    # ignored pixels may hold anything: NaN, or values that would change counts and tie flags
+    garbage[~valid] = torch.where(torch.arange(ignored.numel()) % 2 == 0, float("nan"), ignored.flip(0) * 1.0001)
+    masked, kept = AnomalyMetrics(), AnomalyMetrics()
+    masked.update(garbage, labels, valid)
+    kept.update(scores[valid], labels[valid])
+    for name in masked._defaults:  # every state, the tie flags included
+        assert torch.equal(getattr(masked, name), getattr(kept, name)), name
+    got = masked.compute()
+    assert got == kept.compute()
     assert_close(got, reference(scores[valid], labels[valid]), TOL)
     assert got != pooled(scores, labels)
 
@@ -281,7 +392,7 @@ def test_bins_are_monotone_and_cover_range() -> None:
     assert bin_of(1e-12) > bin_of(1e-30)  # inside the exponent window: resolved
     # tensor path agrees with the scalar definition, in every code path (pos, neg, mixed)
     for t in (torch.tensor(values[:8]), torch.tensor(values[10:]), torch.tensor(values)):
-        where, counts = histogram(t, torch.zeros_like(t, dtype=torch.bool))
+        where, counts, _ = histogram(t, torch.zeros_like(t, dtype=torch.bool))
         if isinstance(where, int):  # dense: columns are consecutive bins from gmin
             where = torch.arange(where, where + counts.shape[1])
         assert where[counts[0] > 0].tolist() == sorted(set(bin_of(v) for v in t.tolist()))
@@ -349,9 +460,90 @@ def test_per_image_no_qualifying_image_raises() -> None:
         metric.update(torch.rand(8), torch.zeros(8, dtype=torch.bool))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu() -> None:
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_path_matches_cpu_and_stays_on_device(device: str) -> None:
     scores, labels = realistic("gauss_mix", 100_000, seed=16)
-    metric = AnomalyMetrics().cuda()
-    metric.update(scores.cuda(), labels.cuda())
-    assert metric.compute() == pooled(scores, labels)
+    valid = torch.rand(100_000, generator=torch.Generator().manual_seed(17)) < 0.9
+    metric = AnomalyMetrics().to(device)
+    s, y, v = scores.to(device), labels.to(device), valid.to(device)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")  # any host-device sync in update raises
+    try:
+        metric.update(s, y, v)
+    finally:
+        if device == "cuda":
+            torch.cuda.set_sync_debug_mode(0)
+    assert {t.device.type for t in (metric.counts, metric.pixels, metric.nan_pixels)} == {device}
+    assert metric.compute() == pooled(scores, labels, valid)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_nan_scores_raise_on_every_device(device: str) -> None:
+    scores = torch.tensor([0.1, float("nan"), 0.3], device=device)
+    labels = torch.tensor([True, False, False], device=device)
+    metric = AnomalyMetrics().to(device)
+    if device == "cpu":  # checked right away where that is free
+        with pytest.raises(ValueError, match="NaN"):
+            metric.update(scores, labels)
+    else:  # counted without a sync, reported by compute
+        metric.update(scores, labels)
+        with pytest.raises(ValueError, match="1 valid pixels had NaN"):
+            metric.compute()
+
+
+def test_sync_free_path_equals_host_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The GPU code path (no gathering, NaN counted for compute) run on the CPU: same states.
+    scores, labels = realistic("gauss_mix", 60_000, seed=19)
+    valid = torch.rand(60_000, generator=torch.Generator().manual_seed(20)) < 0.8
+    host = AnomalyMetrics()
+    host.update(scores, labels, valid)
+    host.update(scores[:1000], labels[:1000])
+    monkeypatch.setattr(anomaly, "_host_sync_is_free", lambda device: False)
+    device_like = AnomalyMetrics()
+    device_like.update(scores, labels, valid)
+    device_like.update(scores[:1000], labels[:1000])
+    for name in host._defaults:
+        assert torch.equal(getattr(host, name), getattr(device_like, name)), name
+    device_like.update(torch.tensor([float("nan"), 1.0]), torch.tensor([False, True]), torch.tensor([True, True]))
+    with pytest.raises(ValueError, match="1 valid pixels had NaN"):
+        device_like.compute()
+
+
+def test_scores_on_another_device_raise() -> None:
+    with pytest.raises(ValueError, match=r"metric.to\(scores.device\)"):
+        AnomalyMetrics().update(torch.rand(4, device="meta"), torch.ones(4, dtype=torch.bool, device="meta"))
+
+
+def test_update_raises_before_a_bin_overflows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(anomaly, "_INT32_MAX", 1000)  # pretend bins hold at most 1000 pixels
+    metric = AnomalyMetrics()
+    metric.update(torch.full((600,), 0.5), torch.zeros(600, dtype=torch.bool))
+    metric.update(torch.rand(600) + 1.0, torch.zeros(600, dtype=torch.bool))  # other bins: fine
+    metric.update(torch.full((300,), 0.5), torch.ones(300, dtype=torch.bool))  # other class row: fine
+    valid = torch.zeros(600, dtype=torch.bool)
+    valid[:400] = True
+    metric.update(torch.full((600,), 0.5), torch.zeros(600, dtype=torch.bool), valid)  # 1000: just fits
+    with pytest.raises(ValueError, match="overflow"):
+        metric.update(torch.full((1,), 0.5), torch.zeros(1, dtype=torch.bool))
+    assert int(metric.counts.sum()) == int(metric.pixels) == 1900  # nothing was added by the failed update
+
+
+def test_compute_detects_wrapped_counts() -> None:
+    metric = AnomalyMetrics()
+    metric.update(torch.rand(1000), torch.rand(1000) < 0.5)
+    metric.counts[0, bin_of(0.25)] -= 2**31 - 1  # what an int32 wrap-around in a DDP sum looks like
+    with pytest.raises(ValueError, match="overflowed"):
+        metric.compute()
+
+
+def test_bin_index_matches_scalar_definition() -> None:
+    gen = torch.Generator().manual_seed(18)
+    values = torch.cat([
+        torch.randn(5000, generator=gen) * torch.logspace(-45, 38, 5000).float(),
+        torch.tensor([0.0, -0.0, math.inf, -math.inf, 2.0**-40, -(2.0**-40), 2.0**23, -(2.0**23), 1e-45]),
+    ])
+    assert bin_index(values).tolist() == [bin_of(v) for v in values.tolist()]

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_DATA
+from conftest import REPO, TINY_DATA, model_entries
+from wandb_reader import inventory
 
 TINY = TINY_DATA + ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", "model.decoder_channels=32", "eval.fit_batches=2"]
 
@@ -49,22 +50,33 @@ def test_scorer_multirun_trains_once_and_logs_wandb_offline(tmp_path):
     rows = list(csv.DictReader((sweep / "sweep_report.csv").open()))
     assert [r["status"] for r in rows] == ["completed", "completed"]
     assert rows[1]["reused_checkpoint"] == "True"
+    # W&B: sweep jobs grouped by the sweep, job_type train; the reusing job points to the run that trained the model
+    runs = [inventory(next((sweep / str(job) / "wandb").glob("offline-run-*/run-*.wandb"))) for job in (0, 1)]
+    assert [(r["run"].run_group, r["run"].job_type) for r in runs] == [(sweep.name, "train")] * 2
+    trainer_id = runs[0]["run"].run_id
+    assert runs[1]["summary"]["trained_in.run_id"] == trainer_id and jobs[1]["trained_in"]["run_id"] == trainer_id
+    assert (sweep / "0" / "train.log").read_text().count("train results") == 1  # the final table reaches the job's log
 
-    # A scorer sweep over the saved checkpoint with eval.py.
+    # A scorer sweep over the saved checkpoint with eval.py: eval runs link to the training run.
     proc = run([str(REPO / "eval.py"), "-m", "scorer=entropy,energy", f"ckpt_path={jobs[0]['checkpoint']}",
-                "logger=none", "trainer.enable_progress_bar=false"], tmp_path)
+                "logger=wandb", "logger.wandb.mode=offline", "trainer.enable_progress_bar=false"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     evals = [json.loads((sweep_dir(tmp_path, "eval") / str(i) / "results.json").read_text()) for i in (0, 1)]
     assert "test/entropy/aupr" in evals[0]["metrics"] and "test/energy/aupr" in evals[1]["metrics"]
     assert evals[0]["metrics"]["test/miou"] == pytest.approx(jobs[0]["metrics"]["test/miou"], abs=1e-6)
+    eval_run = inventory(next((sweep_dir(tmp_path, "eval") / "0" / "wandb").glob("offline-run-*/run-*.wandb")))
+    assert eval_run["run"].job_type == "eval" and eval_run["config"]["trained_in.run_id"] == trainer_id
+    assert eval_run["config"]["choice.loss"] == "ce" and eval_run["config"]["choice.scorer"] == "entropy"
+    assert eval_run["config"]["model.decoder_channels"] == 32  # the model's training config, as columns
 
 
-def test_failed_job_does_not_stop_the_sweep(tmp_path):
+def test_failed_job_does_not_stop_the_sweep_but_fails_it(tmp_path):
     proc = run([str(REPO / "train.py"), "-m", "optim.optimizer.lr=-1,1e-3", "logger=none", "trainer=debug", *TINY_DATA], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 2, proc.stderr[-3000:]  # after running every job
+    assert "job 0 (optim.optimizer.lr=-1) failed: optim.optimizer.lr=-1: expected a number > 0" in proc.stderr
     sweep = sweep_dir(tmp_path)
     failed = json.loads((sweep / "0" / "results.json").read_text())
-    assert failed["status"] == "failed" and "learning rate" in failed["error"].lower()
+    assert failed["status"] == "failed" and failed["error"].startswith("optim.optimizer.lr=-1") and failed["exit_code"] == 2
     assert json.loads((sweep / "1" / "results.json").read_text())["status"] == "completed"
     rows = list(csv.DictReader((sweep / "sweep_report.csv").open()))
     assert [r["status"] for r in rows] == ["failed", "completed"]
@@ -109,7 +121,7 @@ def test_concurrent_jobs_with_one_training_config_train_it_once(tmp_path):
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     assert sum("reusing trained model" in out for out in outputs) == 1
-    (entry,) = list((tmp_path / "models").iterdir())
+    (entry,) = model_entries(tmp_path / "models")
     assert sorted(p.name for p in (entry / "checkpoints").glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
     assert not list(entry.rglob("*.tmp"))
 
@@ -124,6 +136,7 @@ def test_ddp_two_cpu_processes_train_and_test(tmp_path):
     (results_file,) = list((tmp_path / "outputs" / "train" / "runs").glob("*/results.json"))
     results = json.loads(results_file.read_text())
     assert results["status"] == "completed" and "test/sml/auroc" in results["metrics"]
-    (entry,) = list((tmp_path / "outputs" / "models").iterdir())
+    (entry,) = model_entries(tmp_path / "outputs" / "models")
     assert (entry / "DONE.json").is_file()
+    assert len(list((tmp_path / "outputs" / "models" / "scorer_stats").glob("sml-*.pt"))) == 1  # fitted once, by rank 0's cache
     assert "It is recommended to use `self.log(" not in proc.stderr + proc.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -166,7 +167,7 @@ def test_garbage_png_through_worker_keeps_one_line_message(sh):
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_skip_bad_samples_counts_and_returns_next_good(sh, num_workers):
+def test_skip_bad_samples_drops_them(sh, num_workers):
     entries = read_odgt(sh / "test" / "test.odgt")
     bad_img = sh / "test" / entries[0]["fpath_img"]
     bad_seg = sh / "test" / entries[2]["fpath_segm"]
@@ -177,9 +178,9 @@ def test_skip_bad_samples_counts_and_returns_next_good(sh, num_workers):
     with pytest.warns(UserWarning, match="skipping bad sample") if num_workers == 0 else _nullcontext():
         batches = list(dm.test_dataloader())
     names = [n for b in batches for n in b["name"]]
-    assert len(names) == 4 and all(set(b) == {"image", "mask", "name"} for b in batches)
-    # bad items are replaced by the next good one: 0 -> 1, 2 -> 3
-    assert names == [entries[i]["fpath_img"] for i in (1, 1, 3, 3)]
+    assert all(set(b) == {"image", "mask", "name"} for b in batches)
+    # dropped, not replaced by another image (which would be counted twice)
+    assert names == [entries[i]["fpath_img"] for i in (1, 3)] and [len(b["image"]) for b in batches] == [2]
     assert set(dm.bad_samples) == {str(bad_img), str(sh / "test" / entries[2]["fpath_img"])}
     assert str(bad_seg) in dm.bad_samples[str(sh / "test" / entries[2]["fpath_img"])]
 
@@ -195,9 +196,10 @@ class _nullcontext:
 def test_all_bad_raises(sh):
     for e in read_odgt(sh / "test" / "test.odgt"):
         _truncate(sh / "test" / e["fpath_img"])
-    ds = StreetHazardsDataset(sh, "test", skip_bad_samples=True)
-    with pytest.warns(UserWarning), pytest.raises(DataError, match="all 4 samples"):
-        ds[0]
+    dm = _dm(sh, skip_bad_samples=True, batch_size=2)
+    dm.setup("test")
+    with pytest.warns(UserWarning), pytest.raises(DataError, match="all 4 samples of this split are unreadable"):
+        list(dm.test_dataloader())
 
 
 # --- image/mask size mismatch --------------------------------------------------------------------
@@ -222,7 +224,116 @@ def test_streethazards_raw_values_out_of_range(sh, value):
     with pytest.raises(DataError) as e:
         ds[0]
     msg = _one_line(e)
-    assert str(seg) in msg and f"[{value}]" in msg and "1..14" in msg
+    assert str(seg) in msg and f"[{value}]" in msg and "train range 1..13" in msg
+
+
+@pytest.mark.parametrize("split,odgt", [("train", "train/train.odgt"), ("val", "train/validation.odgt")])
+def test_anomaly_label_outside_test_is_a_data_error(sh, split, odgt):
+    """The anomaly (raw 14) in a train/val annotation: one line naming the file, not a CE IndexError mid-fit."""
+    seg = sh / odgt.split("/")[0] / _first(sh, odgt)["fpath_segm"]
+    arr = np.array(Image.open(seg))
+    arr[:] = 14  # only the anomaly value
+    Image.fromarray(arr).save(seg)
+    with pytest.raises(DataError) as e:
+        StreetHazardsDataset(sh, split)[0]
+    msg = _one_line(e)
+    assert str(seg) in msg and "[14]" in msg and "test split only" in msg
+    assert StreetHazardsDataset(sh, "test")[0]["mask"].max() <= 13  # the test split keeps its anomalies
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_white(tmp_path):
+    from hazardseg.data.base import load_rgb
+
+    ramp = (np.arange(36 * 64).reshape(36, 64) * 28).astype(np.uint16)  # 0 .. 64484
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode == "I;16"
+    rgb = load_rgb(tmp_path / "g16.png")
+    assert rgb.shape == (36, 64, 3) and rgb.dtype == np.uint8
+    np.testing.assert_allclose(rgb[..., 0].astype(float), ramp / 257.0, atol=0.51)  # not clamped to 255
+    Image.fromarray(ramp.astype(np.float32)).save(tmp_path / "f.tiff")
+    with pytest.raises(DataError, match=r"floating-point image .*Fix: convert"):
+        load_rgb(tmp_path / "f.tiff")
+
+
+# --- odgt content ----------------------------------------------------------------------------------
+def test_odgt_in_utf16_is_read_and_other_encodings_are_one_line(sh):
+    odgt = sh / "test" / "test.odgt"
+    entries = read_odgt(odgt)
+    odgt.write_text(json.dumps(entries), encoding="utf-16")  # with BOM, as Windows tools write it
+    assert read_odgt(odgt) == entries
+    odgt.write_bytes(json.dumps(entries).replace("images/", "imágenes/").encode("latin-1"))
+    with pytest.raises(DataError) as e:
+        read_odgt(odgt)
+    assert _one_line(e).startswith(f"{odgt}: not UTF-8 text") and "Fix: save the index as UTF-8" in str(e.value)
+
+
+@pytest.mark.parametrize("value", [None, 3, ""])
+def test_odgt_entry_with_a_non_path(sh, value):
+    odgt = sh / "test" / "test.odgt"
+    entries = read_odgt(odgt)
+    entries[1]["fpath_segm"] = value
+    odgt.write_text(json.dumps(entries))
+    with pytest.raises(DataError) as e:
+        _dm(sh).setup("test")
+    assert _one_line(e).startswith(f"{odgt}: entry 1 has fpath_segm={value!r}")
+
+
+@pytest.mark.parametrize("how", ["relative", "absolute"])
+def test_odgt_path_leaving_the_split_folder_is_refused(sh, how):
+    """A test image listed in train.odgt is data leakage: refused unless data.allow_external_paths=true."""
+    train_odgt = sh / "train" / "train.odgt"
+    entries = read_odgt(train_odgt)
+    leaked = _first(sh)
+    for key in ("fpath_img", "fpath_segm"):
+        entries[0][key] = f"../test/{leaked[key]}" if how == "relative" else str(sh / "test" / leaked[key])
+    train_odgt.write_text(json.dumps(entries))
+    with pytest.raises(DataError) as e:
+        _dm(sh).setup("fit")
+    msg = _one_line(e)
+    assert msg.startswith(f"{train_odgt}: entry 0 points outside {sh / 'train'}") and "data.allow_external_paths=true" in msg
+    dm = _dm(sh, allow_external_paths=True)
+    dm.setup("fit")  # allowed now ...
+    with pytest.raises(DataError) as e:  # ... but a training image in the test split is still leakage
+        dm.setup("test")
+    assert "1 image(s) of the test split are also training images" in _one_line(e)
+
+
+# --- synthetic data is generated only at its default place ----------------------------------------
+def test_synthetic_never_generates_into_a_missing_root(tmp_path):
+    missing = tmp_path / "nonexistent" / "dir"
+    dm = SyntheticStreetHazardsDataModule(root=missing, **TINY)
+    with pytest.raises(DataError) as e:
+        dm.prepare_data()
+    msg = _one_line(e)
+    assert msg.startswith(f"data.root={missing}: folder not found") and "drop data.root" in msg
+    with pytest.raises(DataError):
+        dm.setup("test")
+    assert not (tmp_path / "nonexistent").exists()
+
+
+def test_real_streethazards_folder_with_synthetic_selected(sh):
+    (sh / "synthetic.json").unlink()  # now it looks like the real release
+    with pytest.raises(DataError) as e:
+        SyntheticStreetHazardsDataModule(root=sh, **TINY).prepare_data()
+    msg = _one_line(e)
+    assert "looks like a real StreetHazards folder" in msg and f"data=streethazards data.root={sh}" in msg
+    assert "delete" not in msg
+
+
+def test_unwritable_synthetic_cache_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "cache").write_text("a file, not a folder")
+    monkeypatch.setenv("HAZARDSEG_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DataError) as e:
+        SyntheticStreetHazardsDataModule(**TINY).prepare_data()
+    assert "HAZARDSEG_CACHE" in _one_line(e)
+
+
+def test_corrupt_synthetic_marker_is_one_line(pristine, tmp_path):
+    copy = Path(shutil.copytree(pristine, tmp_path / "copy"))
+    (copy / "synthetic.json").write_text("{")
+    with pytest.raises(DataError) as e:
+        SyntheticStreetHazardsDataModule(root=copy, **TINY).prepare_data()
+    assert _one_line(e).startswith(f"{copy / 'synthetic.json'}: corrupt") and f"delete {copy}" in str(e.value)
 
 
 def _cityscapes(root: Path, ids: np.ndarray, suffix: str = "labelIds", mode: str = "L") -> Path:

@@ -7,7 +7,8 @@ import time
 import pytest
 
 from hazardseg.errors import ConfigError
-from hazardseg.loggers import build_loggers, wandb_mode
+from hazardseg.instantiators import instantiate_callbacks, instantiate_loggers
+from hazardseg.loggers import wandb_mode
 
 
 def test_no_credentials_means_offline(monkeypatch):
@@ -32,6 +33,17 @@ def test_wandb_mode_env_wins(monkeypatch, env, expected):
     assert wandb_mode("offline") == "offline"  # an explicit config value wins over the environment
 
 
-def test_unknown_logger_is_a_config_error(tmp_path):
+def test_logger_entries_need_a_target_and_must_build_loggers(tmp_path):
     with pytest.raises(ConfigError, match="logger.tensorboardx"):
-        build_loggers({"tensorboardx": {}}, tmp_path, "run", None, {})
+        instantiate_loggers({"tensorboardx": {}})
+    with pytest.raises(ConfigError, match="logger.odd: .*not a Logger"):
+        instantiate_loggers({"odd": {"_target_": "collections.OrderedDict"}})
+    with pytest.raises(ConfigError, match="callbacks.odd: .*not a Callback"):
+        instantiate_callbacks({"odd": {"_target_": "collections.OrderedDict"}})
+
+
+def test_instantiators_skip_null_entries_and_none_factories(tmp_path):
+    csv = {"_target_": "lightning.pytorch.loggers.CSVLogger", "save_dir": str(tmp_path)}
+    assert len(instantiate_loggers({"csv": csv, "wandb": None})) == 1
+    bar = {"_target_": "hazardseg.callbacks.rich_progress_bar", "enabled": False}
+    assert instantiate_callbacks({"progress_bar": bar, "panels": None}) == []

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY_DATA
+from conftest import REPO, TINY_DATA, model_entries
 from hazardseg.errors import ConfigError
 from hazardseg.module import NonFiniteLossError
 from hazardseg.pipeline import evaluate, train
@@ -54,7 +54,7 @@ def test_sigkill_then_rerun_resumes_and_matches_uninterrupted_run(tmp_path):
     _wait_for(lambda: bool(_last_ckpt(interrupted)))  # epoch 0 finished and checkpointed
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    (store,) = list((interrupted / "outputs" / "models").iterdir())
+    (store,) = model_entries(interrupted / "outputs" / "models")
     assert not (store / "DONE.json").exists(), "training finished before the kill: the test proved nothing"
     killed_epoch = torch.load(_last_ckpt(interrupted)[0], weights_only=True)["epoch"]
     assert killed_epoch < 3
@@ -91,18 +91,18 @@ def test_sigterm_writes_a_checkpoint_before_exiting(tmp_path):
 
 
 def test_nan_loss_stops_naming_step_and_keeps_checkpoint(make_cfg, monkeypatch):
-    from hazardseg.losses import SegmentationLoss
+    from hazardseg.losses import CompositeLoss
 
-    original, calls = SegmentationLoss.forward, {"n": 0}
+    original, calls = CompositeLoss.forward, {"n": 0}
 
-    def diverging(self, outputs, target):
-        terms = original(self, outputs, target)
+    def diverging(self, outputs, batch):
+        terms = original(self, outputs, batch)
         calls["n"] += 1
         if calls["n"] > 2:  # epoch 0 (2 steps) is fine, epoch 1 diverges
             terms["loss"] = terms["loss"] * float("nan")
         return terms
 
-    monkeypatch.setattr(SegmentationLoss, "forward", diverging)
+    monkeypatch.setattr(CompositeLoss, "forward", diverging)
     cfg = make_cfg([*TINY_DATA, "trainer.max_epochs=3", "trainer.enable_progress_bar=false", "logger=none",
                     "model.decoder_channels=16"])
     with pytest.raises(NonFiniteLossError) as err:

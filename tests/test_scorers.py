@@ -28,8 +28,43 @@ def _softmax(v: list[float]) -> list[float]:
 
 # ---------------------------------------------------------------- stateless scorers: formulas
 def test_msp_formula() -> None:
-    expected = [-max(_softmax([1, 2, 3])), -1 / 3]
+    # log(1 - max softmax): same ranking as the paper's -max softmax, without the float32 collapse
+    expected = [math.log(1 - max(_softmax([1, 2, 3]))), math.log(2 / 3)]
     assert MSP()(LOGITS).flatten().tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_msp_tied_max_and_infinite_logits() -> None:
+    inf = float("inf")
+    pixels = [
+        [2.0, 2.0, -inf],  # two tied maxima: p_max = 1/2, the tie counts as "another class"
+        [5.0, 5.0, 5.0],  # uniform: 1 - p_max = 2/3
+        [0.0, -inf, -inf],  # every other class impossible: 1 - p_max = 0
+        [0.0, -200.0, -300.0],  # 1 - p_max = e^-200: far below float32's smallest normal, still finite
+    ]
+    logits = torch.tensor(pixels).T.reshape(1, 3, 1, 4)
+    got = MSP()(logits).flatten().tolist()
+    assert got[:2] == pytest.approx([math.log(0.5), math.log(2 / 3)], abs=1e-6)
+    assert got[2] == -inf
+    assert got[3] == pytest.approx(-200.0, abs=1e-4)
+    single_class = MSP()(torch.randn(1, 1, 2, 2))
+    assert torch.equal(single_class, torch.full((1, 2, 2), -inf))
+
+
+def test_msp_and_entropy_keep_resolution_of_confident_pixels() -> None:
+    # 1 - p_max from 1e-12 to 1e-5: -max softmax is exactly -1.0 in float32 for most of them
+    gaps = torch.linspace(12.0, 28.0, 50)
+    logits = torch.zeros(1, 3, 1, 50)
+    logits[0, 0, 0] = gaps  # class 0 wins by `gap`, the other two share the rest equally
+    exact = [math.log(2 * math.exp(-g) / (1 + 2 * math.exp(-g))) for g in gaps.double().tolist()]
+    assert MSP()(logits).flatten().tolist() == pytest.approx(exact, rel=1e-6)
+    assert int((-torch.softmax(logits, 1).amax(1) == -1.0).sum()) > 25  # the float32 collapse it avoids
+
+    def entropy64(g: float) -> float:
+        p = [1 / (1 + 2 * math.exp(-g))] + [math.exp(-g) / (1 + 2 * math.exp(-g))] * 2
+        return -sum(q * math.log(q) for q in p)
+
+    # naive float32 -sum p log p drops the max class's ~(1 - p_max) term: up to 6% low here
+    assert Entropy()(logits).flatten().tolist() == pytest.approx([entropy64(g) for g in gaps.tolist()], rel=1e-5)
 
 
 def test_maxlogit_formula() -> None:
@@ -45,6 +80,55 @@ def test_entropy_formula() -> None:
 def test_entropy_handles_minus_inf_logit() -> None:
     logits = torch.tensor([0.0, 0.0, float("-inf")]).reshape(1, 3, 1, 1)
     assert Entropy()(logits).item() == pytest.approx(math.log(2), abs=1e-6)
+
+
+def _spaced_confident_logits(n: int = 20_000, classes: int = 13, seed: int = 0) -> torch.Tensor:
+    """(1, C, n, 1) float32 logits whose ``1 - p_max`` are log-spaced 0.11% apart from 1e-10 to 0.5.
+
+    The spacing is far above float32 rounding of the logits (~1e-6 relative), so the float64
+    ranking is unambiguous; the other classes share the remaining mass in random proportions.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    log_eps = torch.linspace(math.log(1e-10), math.log(0.5), n, dtype=torch.float64)[torch.randperm(n, generator=gen)]
+    top = 5 + 10 * torch.rand(n, generator=gen, dtype=torch.float64)
+    others = torch.randn(n, classes - 1, generator=gen, dtype=torch.float64) * 3
+    others += (top + log_eps - torch.log1p(-log_eps.exp()) - others.logsumexp(1))[:, None]
+    logits = torch.cat([others, top[:, None]], 1).gather(1, torch.rand(n, classes, generator=gen).argsort(1))
+    return logits.float().T.reshape(1, classes, n, 1)
+
+
+def _max_softmax_float64(logits: torch.Tensor) -> torch.Tensor:
+    """pytorch-ood's ``MaxSoftmax.score`` (``-softmax(l).max``, T=1), evaluated in float64."""
+    return -logits.double().softmax(dim=1).max(dim=1).values
+
+
+def test_msp_ranking_equals_float64_max_softmax() -> None:
+    logits = _spaced_confident_logits()
+    ours, paper = MSP()(logits).flatten(), _max_softmax_float64(logits).flatten()
+    assert torch.equal(torch.argsort(ours), torch.argsort(paper))  # same order, every pixel
+    assert ours.unique().numel() == ours.numel()  # and no ties introduced
+    naive = -torch.softmax(logits, 1).amax(1).flatten()
+    assert naive.unique().numel() < ours.numel() // 2  # float32 -max softmax ties most of them
+
+
+def test_entropy_ranking_equals_float64_entropy() -> None:
+    logits = _spaced_confident_logits(seed=1)
+    lg = logits.double()
+    paper = -(lg.softmax(1) * lg.log_softmax(1)).sum(1).flatten()
+    order = torch.argsort(paper)
+    ours, ref = Entropy()(logits).flatten().double()[order], paper[order]
+    # wherever the float64 entropy grows by more than float32 rounding, ours grows too
+    distinct = (ref[1:] - ref[:-1]) > 1e-5 * ref[1:]
+    assert not bool(((ours[1:] <= ours[:-1]) & distinct).any())
+    assert distinct.float().mean() > 0.9
+
+
+def test_msp_ranking_equals_pytorch_ood_max_softmax() -> None:
+    detector = pytest.importorskip("pytorch_ood.detector")
+    logits = _spaced_confident_logits(seed=2)
+    reference = detector.MaxSoftmax.score(logits.double()).flatten()
+    assert torch.equal(reference, _max_softmax_float64(logits).flatten())  # the reproduction above
+    assert torch.equal(torch.argsort(MSP()(logits).flatten()), torch.argsort(reference))
 
 
 @pytest.mark.parametrize("t", [1.0, 2.0, 0.5])
@@ -374,3 +458,18 @@ def test_build_scorers_errors() -> None:
         build_scorers(OmegaConf.create({"energy": {"_target_": "hazardseg.scorers.Energy", "temperature": -1}}))
     with pytest.raises(ConfigError, match="not a Scorer"):
         build_scorers({"id": {"_target_": "torch.nn.Identity"}})
+
+
+def test_panel_anomaly_column_handles_infinite_msp() -> None:
+    import numpy as np
+
+    from hazardseg.visualize import _finite_range, prediction_panel
+
+    logits = torch.randn(3, 4, 5) * 3
+    logits[1:, 0, 0] = float("-inf")  # one pixel certain: MSP's log(1 - p_max) = -inf there
+    scores = MSP()(logits[None])[0]
+    assert scores[0, 0] == float("-inf")
+    lo, hi = _finite_range(scores.numpy())
+    assert np.isfinite([lo, hi]).all() and lo == scores[torch.isfinite(scores)].min().item() and lo < hi
+    panel, _ = prediction_panel(torch.zeros(3, 4, 5), torch.zeros(4, 5, dtype=torch.long), logits, 3, "x", anomaly=scores)
+    assert panel.dtype == np.uint8 and panel.ndim == 3

@@ -11,7 +11,13 @@ import torch
 
 from conftest import TINY_DATA, TINY_TRAIN
 from hazardseg.errors import ConfigError
-from hazardseg.pipeline import build_net, evaluate, train
+from hazardseg.pipeline import evaluate, train
+
+
+def build_net(model_cfg):
+    from hazardseg.config import instantiate
+
+    return instantiate(model_cfg, key="model")
 
 ANOMALY = ["test/msp/aupr", "test/msp/auroc", "test/msp/fpr95"]
 
@@ -33,7 +39,7 @@ def test_train_then_eval_reproduces_test_metrics(make_cfg, capsys):
     train_results = train(make_cfg(TINY_DATA + TINY_TRAIN + ["scorer=[msp,sml]"], run="train"))
     ckpt = train_results["checkpoint"]
     assert ckpt.endswith("best.ckpt") and not train_results["reused_checkpoint"]
-    (stats,) = list((Path(ckpt).parent / "scorer_stats").glob("best.sml-*.pt"))  # fitted once, saved by the checkpoint
+    (stats,) = list(Path(train_results["config"]["paths"]["model_store"], "scorer_stats").glob("sml-*.pt"))  # fitted once, cached
     assert "scorer 'sml': fitting statistics" in capsys.readouterr().out
     eval_args = ["scorer=[msp,sml]", "logger=none", "trainer.enable_progress_bar=false", "eval.fit_batches=2", f"ckpt_path={ckpt}"]
     eval_results = evaluate(make_cfg(eval_args, config_name="eval", run="eval"))
@@ -69,20 +75,42 @@ def test_aux_head_changes_training_loss_and_is_absent_at_inference(make_cfg):
 
     cfg = make_cfg(["loss=ce+aux", "model.decoder_channels=32"])
     loss = instantiate(cfg.loss)
-    assert loss.uses_aux and loss.aux_weight == pytest.approx(0.4)
+    assert loss.terms["aux"].weight == pytest.approx(0.4) and loss.required_outputs == {"ce": "logits", "aux": "aux"}
     torch.manual_seed(0)
-    net = build_net(cfg.model, with_aux=True)
-    image, target = torch.randn(2, 3, 64, 112), torch.randint(0, 13, (2, 64, 112))
+    net = build_net(cfg.model)
+    image, mask = torch.randn(2, 3, 64, 112), torch.randint(0, 13, (2, 64, 112))
     net.train()
     out = net(image)
-    terms = loss(out, target)
-    assert "aux_logits" in out and out["aux_logits"].shape == out["logits"].shape
-    assert terms["loss"].item() == pytest.approx(terms["main"].item() + 0.4 * terms["aux"].item(), rel=1e-5)
-    assert terms["loss"].item() != pytest.approx(terms["main"].item())
+    terms = loss(out, {"image": image, "mask": mask})
+    assert out["aux"].shape == out["logits"].shape
+    assert terms["loss"].item() == pytest.approx(terms["ce"].item() + 0.4 * terms["aux"].item(), rel=1e-5)
+    assert terms["loss"].item() != pytest.approx(terms["ce"].item())
     net.eval()
-    assert "aux_logits" not in net(image)
-    plain = build_net(make_cfg(["loss=ce"]).model, with_aux=False)
-    assert plain.aux_head is None and not any("aux_head" in k for k in plain.state_dict())
+    assert "aux" not in net(image)  # training-only head: inference never runs it
+    plain = build_net(make_cfg(["loss=ce"]).model)
+    assert not plain.heads and not any("heads." in k for k in plain.state_dict())
+
+
+def test_loss_term_without_its_head_is_a_one_line_error(make_cfg):
+    from hydra.utils import instantiate
+
+    from hazardseg.pipeline import check_loss_outputs
+
+    cfg = make_cfg(["loss=ce+aux", "model.decoder_channels=16", "~model.heads.aux"])
+    with pytest.raises(ConfigError, match=r"loss.terms.aux reads the network output 'aux'.*model.heads.aux"):
+        check_loss_outputs(instantiate(cfg.loss), build_net(cfg.model))
+
+
+def test_output_contract(make_cfg):
+    """logits at input size, features with their stride, heads at input size (any input size)."""
+    from hazardseg.models import features_to_input
+
+    net = build_net(make_cfg(["loss=ce+aux", "model.decoder_channels=16"]).model).train()
+    out = net(torch.randn(2, 3, 50, 70))  # not a multiple of the encoder stride
+    assert out["logits"].shape == (2, 13, 50, 70) and out["aux"].shape == (2, 13, 50, 70)
+    s = out["feature_stride"]
+    assert s == 4 and out["features"].shape[-2:] == (64 // s, 80 // s)  # padded to 64x80
+    assert features_to_input(out["features"][:, 0], s, (50, 70)).shape == (2, 50, 70)
 
 
 def test_offline_imagenet_weights_fail_fast_with_fix(make_cfg, monkeypatch):
@@ -93,7 +121,7 @@ def test_offline_imagenet_weights_fail_fast_with_fix(make_cfg, monkeypatch):
     cfg = make_cfg(["model.encoder_weights=imagenet"])
     start = time.time()
     with pytest.raises(ConfigError) as err:
-        build_net(cfg.model, with_aux=False)
+        build_net(cfg.model)
     assert time.time() - start < 5
     message = str(err.value)
     assert "model.encoder_weights=imagenet" in message and "encoder_weights=null" in message and ".pth" in message
@@ -109,18 +137,18 @@ def test_hub_probe_is_bounded():
 
 def test_local_encoder_weights_file(make_cfg, tmp_path):
     cfg = make_cfg(["model.decoder_channels=32"])
-    source = build_net(cfg.model, with_aux=False)
+    source = build_net(cfg.model)
     path = tmp_path / "resnet18_encoder.pth"
     state = {f"{k}": v for k, v in source.encoder.state_dict().items()}
     state["fc.weight"] = torch.zeros(1000, 512)  # torchvision-style classifier keys are ignored
     torch.save(state, path)
     cfg.model.encoder_weights = str(path)
-    loaded = build_net(cfg.model, with_aux=False)
+    loaded = build_net(cfg.model)
     for key, value in source.encoder.state_dict().items():
         assert torch.equal(loaded.encoder.state_dict()[key], value), key
     cfg.model.encoder_weights = str(tmp_path / "missing.pth")
     with pytest.raises(ConfigError, match="missing.pth"):
-        build_net(cfg.model, with_aux=False)
+        build_net(cfg.model)
 
 
 def test_crop_padding_is_not_learned_as_a_class(make_cfg):
@@ -140,4 +168,4 @@ def test_crop_padding_is_not_learned_as_a_class(make_cfg):
     loss = instantiate(cfg.loss)
     logits = torch.randn(*batch["mask"].shape[:1], 13, *batch["mask"].shape[1:])
     expected = torch.nn.functional.cross_entropy(logits.permute(0, 2, 3, 1)[~padded], batch["mask"][~padded])
-    assert loss({"logits": logits}, batch["mask"])["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert loss({"logits": logits}, batch)["loss"].item() == pytest.approx(expected.item(), rel=1e-5)

@@ -1,10 +1,19 @@
-"""Shared wrapper for the Hydra entry points: one-line errors, failed sweep jobs that don't stop the sweep."""
+"""Shared wrapper for the Hydra entry points: one-line errors, a results.json for every failed or interrupted
+run, failed sweep jobs that don't stop the sweep but make it exit non-zero.
+
+Exit status: 0 done; 2 a user-fixable error (one ``error:`` line); 1 an internal error (traceback);
+130 SIGINT (Ctrl-C); 143 SIGTERM. A multirun runs every job, then exits 2 (or 1 if a job failed with an
+internal error) when any job failed, after printing which and why.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,6 +22,12 @@ from omegaconf import DictConfig
 
 from hazardseg.errors import HazardsegError
 from hazardseg.io import atomic_write_json
+
+# conf/hydra/launcher/{joblib,ray}.yaml are complete configs named like the plugins' own: Hydra 1.3 still
+# validates them against the plugin's schema and says so at every composition; the files also work alone.
+warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name", category=UserWarning)
+USER_ERROR, INTERNAL_ERROR = 2, 1
+_sweep_exit = {"code": 0}  # set when a multirun ends with failed jobs (see report_sweep_failures)
 
 
 def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> float | None:
@@ -23,35 +38,120 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
     try:
         results = task(cfg)
     except SIGTERMException:  # pre-emption: last.ckpt was written; stop the whole sweep, non-zero like SIGTERM
-        print("error: stopped by SIGTERM; re-run the same command to resume", file=sys.stderr, flush=True)
-        _write_failure(cfg, "stopped by SIGTERM")
-        sys.exit(128 + signal.SIGTERM)
+        _stop(cfg, "stopped by SIGTERM", 128 + signal.SIGTERM)
+    except KeyboardInterrupt:
+        _stop(cfg, "interrupted by SIGINT (Ctrl-C)", 128 + signal.SIGINT)
+    except SystemExit as err:
+        # Lightning answers Ctrl-C inside fit/test by a graceful shutdown ending in sys.exit(1), raised
+        # while handling the KeyboardInterrupt: treat it as the interruption it is.
+        if isinstance(err.__context__, KeyboardInterrupt):
+            _stop(cfg, "interrupted by SIGINT (Ctrl-C)", 128 + signal.SIGINT)
+        raise
     except Exception as err:
         user_error = isinstance(err, HazardsegError)
         message = f"{type(err).__name__}: {err}" if not user_error else str(err)
         if not user_error:
             traceback.print_exc()
         print(f"error: {message}", file=sys.stderr, flush=True)
-        _write_failure(cfg, message)
-        if multirun:  # the sweep goes on; the sweep report marks this job failed
+        code = USER_ERROR if user_error else INTERNAL_ERROR
+        _write_failure(cfg, message, "failed", code)
+        if multirun:  # the sweep goes on; it exits non-zero at the end (report_sweep_failures)
+            _sweep_exit["code"] = _worst(_sweep_exit["code"], code)
             return None
-        sys.exit(2 if user_error else 1)
+        sys.exit(code)
     return _headline(results)
 
 
-def _write_failure(cfg: DictConfig, message: str) -> None:
+def _stop(cfg: DictConfig, message: str, code: int) -> None:
+    """SIGINT / SIGTERM: write the run's results.json and end the process (and the sweep)."""
+    print(f"error: {message}; re-run the same command to resume", file=sys.stderr, flush=True)
+    _write_failure(cfg, message, "interrupted", code)
+    sys.exit(code)
+
+
+def _write_failure(cfg: DictConfig, message: str, status: str, code: int) -> None:
     from hazardseg.store import launch_rank
 
     if launch_rank() != 0:
         return
     try:
         out = Path(cfg.paths.output_dir)
-    except Exception:  # config too broken to know where the run dir is
-        return
-    atomic_write_json(out / "results.json", {"status": "failed", "error": message, "task": cfg.get("task_name")})
+        atomic_write_json(out / "results.json", {"status": status, "error": message, "exit_code": code, "task": cfg.get("task_name")})
+    except Exception as err:  # config too broken to know the run dir, or the run dir is not writable
+        print(f"[hazardseg] could not write results.json ({type(err).__name__}: {err})", file=sys.stderr, flush=True)
 
 
 def _headline(results: dict[str, Any]) -> float | None:
-    """Return value for Hydra sweepers (e.g. Optuna): test mIoU."""
-    value = (results.get("metrics") or {}).get("test/miou")
+    """Return value for Hydra sweepers (e.g. Optuna): the VALIDATION objective (``hazardseg.objective``), never a test metric."""
+    value = (results.get("objective") or {}).get("value")
     return None if value is None else float(value)
+
+
+def _worst(a: int, b: int) -> int:
+    """Exit status of a sweep: 2 when every failure was a user error, 1 as soon as one was internal."""
+    codes = {a, b} - {0}
+    return 0 if not codes else (USER_ERROR if codes == {USER_ERROR} else INTERNAL_ERROR)
+
+
+# ---------------------------------------------------------------------------- sweeps
+def report_sweep_failures(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Print every failed job of a finished multirun (from its results.json) and set the exit status.
+
+    Reads the job folders rather than the launcher's return values, so it works for every launcher
+    (jobs in other processes or on other machines). Called by :class:`hazardseg.sweep.SweepReport`."""
+    job_dirs = sorted((p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    overrides = {job_dir: _overrides(job_dir) for job_dir in job_dirs}
+    shared = set.intersection(*map(set, overrides.values())) if len(job_dirs) > 1 else set()  # name jobs by what varies
+    failed = []
+    for job_dir in job_dirs:
+        results = _read(job_dir / "results.json")
+        status = results.get("status", "missing") if results else "missing"
+        if status == "completed":
+            continue
+        error = results.get("error", "") if results else "no results.json (the job was killed, or crashed before it started)"
+        failed.append({"job": int(job_dir.name), "overrides": " ".join(o for o in overrides[job_dir] if o not in shared),
+                       "error": error, "exit_code": (results or {}).get("exit_code", INTERNAL_ERROR)})
+    code = 0
+    for job in failed:
+        print(f"[hazardseg] job {job['job']} ({job['overrides'] or 'no overrides'}) failed: {job['error']}", file=sys.stderr, flush=True)
+        code = _worst(code, job["exit_code"] if job["exit_code"] in (USER_ERROR, INTERNAL_ERROR) else INTERNAL_ERROR)
+    if failed:
+        print(f"[hazardseg] {len(failed)} job(s) of the sweep failed; exit status {code}", file=sys.stderr, flush=True)
+    _sweep_exit["code"] = code
+    return failed
+
+
+def launch(main: Callable[[], Any]) -> None:
+    """Run a ``@hydra.main`` function; after a multirun with failed jobs, exit with their status."""
+    main()
+    if _sweep_exit["code"]:
+        sys.exit(_sweep_exit["code"])
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _overrides(job_dir: Path) -> list[str]:
+    file = job_dir / ".hydra" / "overrides.yaml"
+    if not file.is_file():
+        return []
+    return [line.removeprefix("- ").strip() for line in file.read_text().splitlines() if line.startswith("- ")]
+
+
+# ---------------------------------------------------------------------------- eval.py command line
+_DATA_KEY = re.compile(r"^data\.[A-Za-z_]")
+
+
+def allow_data_overrides(argv: list[str]) -> list[str]:
+    """``data.root=/x`` -> ``++data.root=/x`` for eval.py.
+
+    eval.py's config has no data group (the checkpoint brings its data config; ``data: {}`` collects
+    overrides), and Hydra refuses to add a key to a struct config without ``+``. Rewriting before Hydra
+    parses the command line makes ``python eval.py ckpt_path=... data.root=/path`` work as written,
+    sweeps included; ``++`` both adds and overrides, so it also works once a data group is selected
+    (``data=<benchmark> data.root=...``). Group selections (``data=...``) are left alone."""
+    return [f"++{arg}" if _DATA_KEY.match(arg) else arg for arg in argv]

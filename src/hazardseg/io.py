@@ -1,7 +1,9 @@
 """Atomic file output: write to a temporary file in the same folder, fsync, then ``os.replace``.
 
 A crash (or SIGKILL) mid-write leaves either the previous file or none, never a half-written one
-that a sweep report would read as valid.
+that a sweep report would read as valid. The temporary file is named after its writer
+(``.<name>.<host>.<pid>.<random>.tmp``), so :func:`remove_stale_temp_files` can delete the ones a
+killed writer left behind without touching a live writer's.
 """
 
 from __future__ import annotations
@@ -9,12 +11,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 _UMASK = os.umask(0)  # read once at import (os.umask can only be read by setting it)
 os.umask(_UMASK)
+
+HOST = socket.gethostname().split(".")[0].replace("~", "_") or "host"
+_TEMP_NAME = re.compile(r"^\..+\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
+# A temporary file of a writer on another host (shared file system) is only removed once it is this
+# old: no checkpoint or statistics write takes hours, and we cannot ask another host about its pid.
+STALE_AFTER_S = 6 * 3600
 
 
 @contextlib.contextmanager
@@ -22,7 +33,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the final file normal permissions
@@ -49,3 +60,51 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def remove_stale_temp_files(folder: str | os.PathLike, max_age_s: float = STALE_AFTER_S) -> list[Path]:
+    """Delete ``.*.tmp`` files under ``folder`` whose writer is gone: a process of this host that no longer
+    runs, or (other hosts, older naming) files older than ``max_age_s``. Returns the removed files."""
+    removed = []
+    for tmp in Path(folder).rglob(".*.tmp"):
+        match = _TEMP_NAME.match(tmp.name)
+        try:
+            if match and match["host"] == HOST:
+                stale = not pid_alive(int(match["pid"]))
+            else:
+                stale = time.time() - tmp.stat().st_mtime > max_age_s
+            if stale and tmp.is_file():
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:  # vanished meanwhile, or not ours to delete
+            continue
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def unwritable_reason(folder: str | os.PathLike) -> str | None:
+    """Why files cannot be created in ``folder``, or None when they can. A folder that does not exist yet
+    is judged by its nearest existing parent (nothing is created).
+
+    Tries a real write rather than ``os.access``: that also catches read-only mounts and works for root."""
+    folder = Path(folder).expanduser().absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test.", suffix=".probe"):
+            pass
+    except OSError as err:
+        return err.strerror or type(err).__name__
+    return None

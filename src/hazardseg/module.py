@@ -1,23 +1,28 @@
-"""``Segmenter``: the LightningModule that trains a segmentation net and evaluates anomaly scorers.
+"""``Segmenter``: the LightningModule that trains a segmentation net and produces anomaly maps.
 
-Scorers are post-hoc: the test step runs the network once and hands the same logits/features to every
-configured scorer, so comparing five scorers costs one forward pass.
+The module owns what a deployed detector is made of: the network, its loss and optimiser, and the
+anomaly scorers. Everything that *evaluates* (fitting scorer statistics, anomaly metrics, panels,
+submission files) lives in Lightning callbacks (:mod:`hazardseg.callbacks`), which read what
+``test_step`` returns: ``{"outputs": network outputs, "scores": {scorer: (N, h, w) map}}``, score maps
+at the size of ``batch["mask"]``. Scorers are post-hoc: the network runs once per test batch and
+every scorer reads the same outputs, so comparing five scorers costs one forward pass.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
-from hazardseg.errors import HazardsegError
-from hazardseg.metrics import AnomalyMetrics, PerImageAnomalyMetrics
+from hazardseg.errors import ConfigError, HazardsegError
 
 METRIC_IGNORE = 255  # label used inside the metrics for "not scored" (dataset ignore + anomaly pixels)
 
@@ -38,7 +43,7 @@ class Segmenter(L.LightningModule):
         class_names: list[str] | None = None,
         scorers: Mapping[str, nn.Module] | None = None,
         checkpoint_meta: Mapping[str, Any] | None = None,
-        num_panels: int = 0,
+        semantic_labels: bool = True,
     ):
         super().__init__()
         self.net = net
@@ -49,26 +54,33 @@ class Segmenter(L.LightningModule):
         self.anomaly_index = anomaly_index
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
         # A plain dict (not a ModuleDict) keeps scorer statistics out of the model checkpoint: they are
-        # saved per checkpoint by the pipeline, and a scorer sweep must be able to load any checkpoint.
+        # cached per checkpoint by the ScorerFitting callback, and a scorer sweep must load any checkpoint.
         self.scorers: dict[str, nn.Module] = dict(scorers or {})
         self.checkpoint_meta = dict(checkpoint_meta or {})
+        # False for test-only anomaly benchmarks: their masks hold normal/anomaly/void, not classes.
+        self.semantic_labels = semantic_labels
+        # Smallest training batch the network can take (set to 2 by pipeline.check_batch_of_one for
+        # BatchNorm after global pooling); smaller batches (from skipped samples) are skipped.
+        self.min_train_batch = 1
+        self._warned_small_batch = False
         self.val_metrics = self._segmentation_metrics("val/")
         self.test_metrics = self._segmentation_metrics("test/")
-        self.anomaly_metrics = nn.ModuleDict({name: AnomalyMetrics() for name in self.scorers})
-        self.image_anomaly_metrics = nn.ModuleDict({name: PerImageAnomalyMetrics() for name in self.scorers})
-        self.test_results: dict[str, float] = {}
-        self.test_curves: dict[str, dict] = {}
-        self.num_panels = num_panels
-        self.per_image = True  # also compute the original per-image protocol (eval.per_image)
-        self.panels: list[tuple[str, Any, float]] = []  # (image name, HxWx3 uint8, per-image mIoU)
 
     # ------------------------------------------------------------------ forward / steps
-    def forward(self, image: Tensor) -> dict[str, Tensor]:
+    def forward(self, image: Tensor) -> dict[str, Any]:
         return self.net(image)
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
+        if batch["image"].shape[0] < self.min_train_batch:
+            # Only with data.skip_bad_samples (a batch shrank after dropping unreadable images) on a model
+            # whose BatchNorm after global pooling cannot train on one image: skip the step, say so once.
+            if not self._warned_small_batch:
+                self.print(f"[hazardseg] skipping a training batch of {batch['image'].shape[0]} image(s) "
+                           f"(the model needs {self.min_train_batch}; unreadable samples were dropped)")
+                self._warned_small_batch = True
+            return None
         outputs = self(batch["image"])
-        terms = self.loss(outputs, batch["mask"])
+        terms = self.loss(outputs, batch)
         self._check_finite(terms["loss"], batch, batch_idx)
         bs = batch["image"].shape[0]
         self.log("train/loss", terms["loss"], prog_bar=True, batch_size=bs)
@@ -77,72 +89,46 @@ class Segmenter(L.LightningModule):
                 self.log(f"train/loss_{name}", value, batch_size=bs)
         return terms["loss"]
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        logits = self(batch["image"])["logits"]
-        self.val_metrics.update(logits.argmax(1), self._metric_target(batch["mask"]))
+    def validation_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
+        outputs = self(batch["image"])
+        self.val_metrics.update(outputs["logits"].argmax(1), self._metric_target(batch["mask"]))
+        return {"outputs": outputs}  # read by callbacks (ValidationAnomaly: val proxy anomaly metrics)
 
     def on_validation_epoch_end(self) -> None:
         self._log_segmentation(self.val_metrics, "val/")
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
+    def test_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
         outputs = self(batch["image"])
-        logits, mask = outputs["logits"], batch["mask"]
-        self.test_metrics.update(logits.argmax(1), self._metric_target(mask))
-        first_scores = None
-        if self.anomaly_index is not None:
-            is_anomaly = mask == self.anomaly_index
-            valid = None if self.ignore_index is None else mask != self.ignore_index
-            for name, scorer in self.scorers.items():
-                scores = scorer(logits.float(), outputs.get("features"))
-                first_scores = scores if first_scores is None else first_scores
-                self.anomaly_metrics[name].update(scores, is_anomaly, valid)
-                if self.per_image:
-                    self.image_anomaly_metrics[name].update(scores, is_anomaly, valid)
-        self._collect_panels(batch, logits, first_scores)
+        mask = batch["mask"]
+        if self.semantic_labels:
+            self.test_metrics.update(outputs["logits"].argmax(1), self._metric_target(mask))
+        scores = {name: _to_size(scorer(outputs), mask.shape[-2:]) for name, scorer in self.scorers.items()}
+        return {"outputs": outputs, "scores": scores}
 
     def on_test_start(self) -> None:
-        self.panels = []
         for scorer in self.scorers.values():
             scorer.to(self.device).eval()
 
-    def _collect_panels(self, batch: dict, logits: Tensor, scores: Tensor | None) -> None:
-        from hazardseg.visualize import prediction_panel
-
-        for i in range(min(len(batch["name"]), self.num_panels - len(self.panels))):
-            panel, miou = prediction_panel(
-                batch["image"][i].cpu(), batch["mask"][i].cpu(), logits[i].detach().float().cpu(), self.num_classes,
-                str(batch["name"][i]), self.ignore_index, self.anomaly_index,
-                None if scores is None else scores[i].detach().cpu(),
-            )
-            self.panels.append((str(batch["name"][i]), panel, miou))
-
     def on_test_epoch_end(self) -> None:
-        results = self._log_segmentation(self.test_metrics, "test/")
-        anomaly: dict[str, float] = {}
-        for name in self.scorers:
-            pooled = self._compute_anomaly(self.anomaly_metrics[name], name)
-            per_image = self._compute_anomaly(self.image_anomaly_metrics[name], name)
-            anomaly.update({f"test/{name}/{key}": value for key, value in pooled.items()})
-            anomaly.update({f"test/{name}/per_image/{key}": value for key, value in per_image.items()})
-        if anomaly:
-            self.log_dict(anomaly, sync_dist=True)  # values are already reduced; averaging equal values is a no-op
-        self.test_results = {**results, **anomaly}
+        if self.test_metrics["iou"].update_called:
+            self._log_segmentation(self.test_metrics, "test/")
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict:
-        from hazardseg.config import instantiate
-
         cfg = self.optim_cfg
-        optimizer = instantiate(cfg["optimizer"], key="optim.optimizer")(self._param_groups(cfg))
+        optimizer = _build("optim.optimizer", cfg["optimizer"], self._param_groups(cfg))
         result: dict[str, Any] = {"optimizer": optimizer}
         if cfg.get("scheduler") is not None:
-            scheduler = instantiate(cfg["scheduler"], key="optim.scheduler")(optimizer)
-            result["lr_scheduler"] = {
-                "scheduler": scheduler,
-                "monitor": cfg.get("monitor", "val/miou"),
-                "interval": cfg.get("interval", "epoch"),
-                "frequency": int(cfg.get("frequency", 1)),
-            }
+            scheduler = _build("optim.scheduler", cfg["scheduler"], optimizer)
+            monitor, interval = cfg.get("monitor", "val/miou"), cfg.get("interval", "epoch")
+            frequency = int(cfg.get("frequency", 1))
+            plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+            if plateau and interval == "epoch" and str(monitor).startswith("val/"):
+                # A plateau scheduler reads a validation metric, which exists only on epochs that validate
+                # (trainer.check_val_every_n_epoch): step it on exactly those epochs, so its patience counts
+                # validations and Lightning never asks for a metric that was not computed.
+                frequency = math.lcm(frequency, int(getattr(self._trainer, "check_val_every_n_epoch", None) or 1))
+            result["lr_scheduler"] = {"scheduler": scheduler, "monitor": monitor, "interval": interval, "frequency": frequency}
         return result
 
     def _param_groups(self, cfg) -> list[dict]:
@@ -151,7 +137,7 @@ class Segmenter(L.LightningModule):
         base_lr = float(cfg["optimizer"]["lr"])
         encoder = {id(p) for p in self.net.encoder.parameters()}
         enc = [p for p in self.net.parameters() if id(p) in encoder and p.requires_grad]
-        rest = [p for p in self.net.parameters() if id(p) not in encoder and p.requires_grad]
+        rest = [p for p in self.parameters() if id(p) not in encoder and p.requires_grad]
         groups = [{"params": rest, "lr": base_lr}]
         if enc:
             groups.append({"params": enc, "lr": base_lr * scale})
@@ -171,15 +157,18 @@ class Segmenter(L.LightningModule):
                 "pixel_acc": MulticlassAccuracy(self.num_classes, average="micro", ignore_index=METRIC_IGNORE),
             },
             prefix=prefix,
+            compute_groups=False,
         )
 
     def _metric_target(self, mask: Tensor) -> Tensor:
-        """Pixels that are ignored or anomalous do not count towards mIoU / pixel accuracy."""
-        target = mask.clone()
+        """Pixels that are ignored, anomalous or pasted outliers do not count towards mIoU / pixel accuracy."""
+        from hazardseg.data.transforms import OUTLIER_LABEL
+
+        target = mask.masked_fill(mask == OUTLIER_LABEL, METRIC_IGNORE)
         if self.ignore_index is not None:
-            target[mask == self.ignore_index] = METRIC_IGNORE
+            target = target.masked_fill(mask == self.ignore_index, METRIC_IGNORE)
         if self.anomaly_index is not None:
-            target[mask == self.anomaly_index] = METRIC_IGNORE
+            target = target.masked_fill(mask == self.anomaly_index, METRIC_IGNORE)
         return target
 
     def _log_segmentation(self, metrics: MetricCollection, prefix: str) -> dict[str, float]:
@@ -191,23 +180,9 @@ class Segmenter(L.LightningModule):
         for name, value in zip(self.class_names, iou.tolist()):
             results[f"{prefix}iou/{name}"] = value
         # compute() already reduced the states across ranks, so sync_dist only averages equal values.
-        self.log(f"{prefix}miou", results[f"{prefix}miou"], prog_bar=True, sync_dist=True)
-        self.log_dict({k: v for k, v in results.items() if k != f"{prefix}miou" and not math.isnan(v)}, sync_dist=True)
+        self.log(f"{prefix}miou", as_float64(results)[f"{prefix}miou"], prog_bar=True, sync_dist=True)
+        self.log_dict(as_float64({k: v for k, v in results.items() if k != f"{prefix}miou" and not math.isnan(v)}), sync_dist=True)
         return results
-
-    def _compute_anomaly(self, metric, name: str) -> dict[str, float]:
-        if not metric.update_called:
-            return {}
-        try:
-            values = {k: float(v) for k, v in metric.compute().items()}
-            if isinstance(metric, AnomalyMetrics):
-                self.test_curves[name] = metric.curves()
-            return values
-        except ValueError as err:  # e.g. no anomaly pixel in the test split
-            self.print(f"[hazardseg] anomaly metrics for scorer '{name}' not computed: {err}")
-            return {}
-        finally:
-            metric.reset()
 
     def _check_finite(self, loss: Tensor, batch: dict, batch_idx: int) -> None:
         if torch.isfinite(loss):
@@ -218,3 +193,26 @@ class Segmenter(L.LightningModule):
             f"batch {batch_idx} (images: {names}). The last checkpoint is kept; fix: lower optim.optimizer.lr, "
             f"set trainer.gradient_clip_val=1.0 or trainer.precision=32-true, or check those images."
         )
+
+
+def _build(key: str, cfg: Any, *args: Any) -> Any:
+    """Instantiate a ``_partial_`` optimiser/scheduler entry and call it; both steps fail in one line."""
+    from hazardseg.config import instantiate
+
+    factory = instantiate(cfg, key=key)
+    try:
+        return factory(*args)
+    except (TypeError, ValueError) as err:  # e.g. torch's "Invalid learning rate: -1"
+        raise ConfigError(f"{key}: {cfg.get('_target_')} refuses its arguments ({err}). Fix: correct {key}.*") from None
+
+
+def as_float64(values: Mapping[str, float]) -> dict[str, Tensor]:
+    """Lightning logs Python floats as float32; metric values keep their float64 digits in results.json."""
+    return {k: torch.tensor(float(v), dtype=torch.float64) for k, v in values.items()}
+
+
+def _to_size(scores: Tensor, size) -> Tensor:
+    """Score maps are compared with labels at the labels' size: bilinear upsampling, as the benchmarks do."""
+    if scores.shape[-2:] == tuple(size):
+        return scores
+    return F.interpolate(scores.unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False).squeeze(1)

@@ -1,156 +1,312 @@
-"""What ``train.py`` and ``eval.py`` do, as plain functions of a composed Hydra config."""
+"""What ``train.py`` and ``eval.py`` do, as plain functions of a composed Hydra config.
+
+The pipeline only assembles and orders: data, network, loss, scorers, loggers and callbacks are all
+``_target_`` entries of their config groups; evaluation work (scorer fitting, metrics, panels) runs
+inside the Trainer's callbacks and its results come back from ``Trainer.test``.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import io
 import json
+import logging
+import os
+import re
+import socket
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hazardseg.config import instantiate
-from hazardseg.callbacks import AtomicCheckpointIO, PreemptionCheckpoint, RNGStateCheckpoint
+from hazardseg.callbacks import scorer_rows
+from hazardseg.cache import cache_key, load_json, save_json
+from hazardseg.config import instantiate, validate
+from hazardseg.console import say
 from hazardseg.errors import ConfigError
-from hazardseg.io import atomic_path, atomic_torch_save, atomic_write_json, atomic_write_text
-from hazardseg.loggers import build_loggers, finish_loggers, log_panels, log_summary
+from hazardseg.instantiators import instantiate_callbacks, instantiate_loggers
+from hazardseg.io import atomic_write_json, atomic_write_text
+from hazardseg.loggers import close_loggers, hydra_choices
 from hazardseg.module import Segmenter
+from hazardseg.objective import check_objective, validation_objective
+from hazardseg.report import finish_run, save_curves
 from hazardseg.scorers import build_scorers
-from hazardseg.store import ModelEntry, config_hash, file_sha256, launch_rank, training_config
-
-ANOMALY_KEYS = ("aupr", "auroc", "fpr95")
+from hazardseg.store import ModelEntry, config_hash, launch_rank, training_config
 
 
 # ---------------------------------------------------------------------------- entry points
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (or reuse / resume) the model described by ``cfg``, then test it with every scorer."""
     started = time.time()
+    validate(cfg, "train")
     L.seed_everything(cfg.seed, workers=True)
-    run_dir = Path(cfg.paths.output_dir)
+    entry = ModelEntry(cfg.paths.model_store, config_hash(training_config(cfg)))
+    with open_dict(cfg):
+        cfg.paths.model_dir = str(entry.dir)  # where the checkpoint callbacks write
     datamodule = instantiate(cfg.data, key="data")
-    loss = instantiate(cfg.loss, key="loss")
-    train_cfg = training_config(cfg)
-    entry = ModelEntry(cfg.paths.model_store, config_hash(train_cfg))
-    meta = {"config": train_cfg, "train_hash": entry.hash}
-    module = Segmenter(
-        net=build_net(cfg.model, with_aux=loss.uses_aux),
-        loss=loss,
-        optim=OmegaConf.to_container(cfg.optim, resolve=True),
-        scorers=build_scorers(cfg.get("scorer")),
-        checkpoint_meta=meta,
-        **dataset_info(datamodule),
-    )
-    loggers = build_loggers(cfg.get("logger"), run_dir, run_name(cfg), sweep_group(), _plain(cfg))
-    results: dict[str, Any] = {"task": "train", "train_hash": entry.hash}
-    with recorded(results, cfg, loggers, started):
+    choices = hydra_choices()
+    meta = {"config": training_config(cfg), "train_hash": entry.hash, "data_env": env_sources(cfg.data), "choices": choices}
+    module = build_module(cfg, cfg, datamodule, meta)
+    check_objective(cfg.get("objective"), module, datamodule)  # before training: a bad objective is a one-line error now
+    results: dict[str, Any] = {"task": "train", "train_hash": entry.hash, "choices": choices}
+    loggers = instantiate_loggers(cfg.logger)
+    with recorded(results, cfg, loggers, started, datamodule=datamodule):
+        module.checkpoint_meta["trained_in"] = run_refs(loggers)  # eval runs of this checkpoint link back to this run
+        trainer = build_trainer(cfg, loggers)
+        preflight(module, datamodule)
         if cfg.eval.get("class_distribution", True):
-            results["class_distribution"] = class_report(datamodule, entry)
-        trainer, ckpt = fit_or_reuse(cfg, module, datamodule, loggers, entry, results)
+            results["class_distribution"] = class_report(datamodule, Path(cfg.paths.model_store) / "class_distribution",
+                                                         smoke=bool(trainer.fast_dev_run))
+        ckpt = fit_or_reuse(cfg, trainer, module, datamodule, entry, results)
+        if ckpt is not None:
+            load_net_weights(module, ckpt)
+        results["objective"] = validation_objective(cfg.get("objective"), trainer, module, datamodule, results.get("trained"))
         if cfg.get("test_after_fit", True):
-            if ckpt is not None:
-                load_net_weights(module, ckpt)
-            results.update(test(cfg, module, datamodule, trainer, ckpt, loggers))
+            results.update(test(trainer, module, datamodule))
     return results
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test a checkpoint with the configured scorers (``python eval.py ckpt_path=...``)."""
     started = time.time()
+    validate(cfg, "eval")
     L.seed_everything(cfg.seed, workers=True)
     ckpt = Path(str(cfg.ckpt_path)).expanduser()
     meta = read_checkpoint_meta(ckpt)
     train_cfg = OmegaConf.create(meta["config"])
-    data_cfg = OmegaConf.merge(train_cfg.data, cfg.get("data") or {})
+    data_cfg = eval_data_config(train_cfg.data, meta, cfg.get("data"))
+    validate(OmegaConf.create({"data": data_cfg}), "eval")
     datamodule = instantiate(data_cfg, key="data")
-    module = Segmenter(
-        net=build_net(train_cfg.model, with_aux=False),
-        loss=instantiate(train_cfg.loss, key="loss"),
-        optim=OmegaConf.to_container(train_cfg.optim, resolve=True),
-        scorers=build_scorers(cfg.get("scorer")),
-        checkpoint_meta=meta,
-        **dataset_info(datamodule),
-    )
+    module = build_module(train_cfg, cfg, datamodule, meta)
     load_net_weights(module, ckpt)
-    run_dir = Path(cfg.paths.output_dir)
-    loggers = build_loggers(cfg.get("logger"), run_dir, run_name(cfg), sweep_group(), _plain(cfg))
-    results: dict[str, Any] = {"task": "eval", "checkpoint": str(ckpt), "train_hash": meta.get("train_hash")}
-    with recorded(results, cfg, loggers, started):
-        trainer = build_trainer(cfg.trainer, loggers, callbacks=[], ckpt_dir=None)
-        results.update(test(cfg, module, datamodule, trainer, ckpt, loggers))
+    choices = {**(meta.get("choices") or {}), **hydra_choices()}  # the model's data/model/loss, this run's scorer
+    results: dict[str, Any] = {"task": "eval", "checkpoint": str(ckpt), "train_hash": meta.get("train_hash"), "choices": choices,
+                               "trained_in": meta.get("trained_in")}
+    loggers = instantiate_loggers(cfg.logger)
+    # The W&B run gets the model's training config too (same columns as training runs) and a link to its training run.
+    params = {**_plain(OmegaConf.merge(train_cfg, cfg)), "train_hash": meta.get("train_hash"), **_link(meta.get("trained_in")),
+              **{f"choice.{group}": option for group, option in choices.items()}}
+    with recorded(results, cfg, loggers, started, params=params, datamodule=datamodule):
+        results.update(test(build_trainer(cfg, loggers), module, datamodule))
     return results
 
 
+_ENV_REF = re.compile(r"^\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def env_sources(data_cfg: DictConfig) -> dict[str, str]:
+    """Data keys set from an environment variable (``root: ${oc.env:STREETHAZARDS_ROOT,null}``) -> its name.
+
+    Checkpoints store the *resolved* training config; with this map eval.py lets the variable point
+    somewhere else later (data moved to another machine) instead of silently using the old path."""
+    raw = OmegaConf.to_container(data_cfg, resolve=False)
+    found = {k: _ENV_REF.match(v) for k, v in raw.items() if isinstance(v, str)}
+    return {k: m.group(1) for k, m in found.items() if m}
+
+
+def eval_data_config(trained: DictConfig, meta: dict[str, Any], overrides: DictConfig | None) -> DictConfig:
+    """The checkpoint's data config, updated by the environment variables it was read from (if set now),
+    then by the command line's ``data.<key>=...`` (highest precedence)."""
+    from_env = {k: os.environ[var] for k, var in (meta.get("data_env") or {}).items() if os.environ.get(var)}
+    return OmegaConf.merge(trained, from_env, overrides or {})
+
+
 @contextlib.contextmanager
-def recorded(results: dict[str, Any], cfg: DictConfig, loggers: list, started: float) -> Iterator[None]:
+def recorded(results: dict[str, Any], cfg: DictConfig, loggers: list, started: float, params: dict | None = None,
+             datamodule=None) -> Iterator[None]:
     """Close the loggers whatever happens; write results.json (atomically) only for a completed run.
-    A failed run's results.json is written by the entry point with the error message."""
+    A failed run's results.json is written by the entry point with the error message.
+    A completed run ends with its results table (terminal, <task>.log, W&B ``results`` table)."""
     results["status"] = "running"
+    results.update(host=socket.gethostname(), pid=os.getpid(), started_at=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)))
     failed = True
+    for logger in loggers:
+        logger.log_hyperparams(params or {**_plain(cfg), "train_hash": results.get("train_hash")})
     try:
         yield
+        if datamodule is not None:
+            results["skipped_samples"] = dict(getattr(datamodule, "bad_samples", {}))
+            log_skipped_samples(loggers, results["skipped_samples"], bool(getattr(datamodule, "skip_bad_samples", False)))
         results["status"] = "completed"
+        if launch_rank() == 0:
+            _finish(results, loggers)
         failed = False
     finally:
         results["wall_time_s"] = round(time.time() - started, 1)
         results["config"] = _plain(cfg)
-        results["wandb_sync"] = finish_loggers(loggers, failed=failed)
+        results["wandb_sync"] = close_loggers(loggers, failed=failed)
         for command in results["wandb_sync"]:
-            print(f"[hazardseg] W&B run logged offline; to upload it: {command}", flush=True)
+            say(f"[hazardseg] W&B run logged offline; to upload it: {command}")
         if not failed and launch_rank() == 0:  # DDP ranks > 0 share rank 0's run folder
             write_results(Path(cfg.paths.output_dir), results)
 
 
-# ---------------------------------------------------------------------------- training
-def fit_or_reuse(cfg, module, datamodule, loggers, entry: ModelEntry, results: dict):
-    """Return (trainer, best checkpoint or None). Holds the model's lock while training."""
-    callbacks = [RNGStateCheckpoint()]
-    fast_dev_run = bool(cfg.trainer.get("fast_dev_run", False))
-    if fast_dev_run:  # smoke runs write no checkpoints and never enter the model store
-        trainer = build_trainer(cfg.trainer, loggers, callbacks, ckpt_dir=None)
+def log_skipped_samples(loggers: list, skipped: dict[str, str], enabled: bool) -> None:
+    """Skipped files (``data.skip_bad_samples``) as a count for every logger and a file/reason table for
+    loggers that show tables (W&B); they are also in results.json and the sweep report."""
+    if not (enabled or skipped):
+        return
+    if skipped:
+        say(f"[hazardseg] {len(skipped)} unreadable samples skipped (listed in results.json), e.g. {next(iter(skipped))}")
+    for logger in loggers:
+        logger.log_metrics({"data/skipped_samples": len(skipped)})
+        if skipped and hasattr(logger, "log_table"):
+            logger.log_table("data/skipped_samples", columns=["file", "reason"], data=[[f, r] for f, r in skipped.items()])
+
+
+# ---------------------------------------------------------------------------- building blocks
+def build_module(train_cfg: DictConfig, run_cfg: DictConfig, datamodule, meta: dict[str, Any]) -> Segmenter:
+    """The LightningModule from the *training* config (network, loss, optimiser) and the run's scorers."""
+    net = instantiate(train_cfg.model, key="model")
+    loss = instantiate(train_cfg.loss, key="loss")
+    check_loss_outputs(loss, net)
+    if hasattr(loss, "check"):
+        loss.check(datamodule.num_classes)  # e.g. class_weights of the wrong length: now, not at the first step
+    return Segmenter(
+        net=net,
+        loss=loss,
+        optim=OmegaConf.to_container(train_cfg.optim, resolve=True),
+        scorers=build_scorers(run_cfg.get("scorer")),
+        checkpoint_meta=meta,
+        num_classes=datamodule.num_classes,
+        ignore_index=datamodule.ignore_index,
+        anomaly_index=datamodule.anomaly_index,
+        class_names=list(datamodule.class_names),
+    )
+
+
+def check_loss_outputs(loss, net) -> None:
+    """Every loss term must read an output the network produces in training (a one-line error at start)."""
+    available = net.output_names(training=True)
+    for term, output in getattr(loss, "required_outputs", {}).items():
+        if output not in available:
+            raise ConfigError(
+                f"loss.terms.{term} reads the network output '{output}', but the model has no such head "
+                f"(outputs: {sorted(available - {'feature_stride'})}). Fix: add model.heads.{output}, or use a loss option that adds it."
+            )
+
+
+def build_trainer(cfg: DictConfig, loggers: list) -> L.Trainer:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)
+    return instantiate(cfg.trainer, key="trainer", logger=loggers or False, callbacks=callbacks,
+                       enable_checkpointing=checkpointing, default_root_dir=cfg.paths.output_dir)
+
+
+def preflight(module: Segmenter, datamodule) -> None:
+    """What would otherwise fail only once training runs: the optimiser and scheduler config (built once
+    and thrown away), the data (set up now), and a training batch of one image through BatchNorm."""
+    module.configure_optimizers()
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    check_batch_of_one(module, datamodule)
+
+
+def check_batch_of_one(module: Segmenter, datamodule) -> None:
+    """BatchNorm after global pooling (DeepLabV3's ASPP image pooling) cannot train on a batch of one image.
+
+    A configured (or unavoidable) batch of one is refused at start; with ``data.skip_bad_samples`` a
+    batch can shrink to one image mid-training, so the module is told to skip such a batch."""
+    train = datamodule.dataset("train")
+    smallest = min(datamodule.batch_size, len(train))  # training drops a short last batch when it can
+    if smallest >= 2 and not datamodule.skip_bad_samples:
+        return
+    net = copy.deepcopy(module.net).train()  # a copy: a forward pass in train mode updates BatchNorm statistics
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, 3, *datamodule.image_size))
+    except ValueError as err:
+        if "Expected more than 1 value per channel" not in str(err):
+            raise
+        if smallest >= 2:
+            module.min_train_batch = 2
+            return
+        why = f"data.batch_size={datamodule.batch_size}" if datamodule.batch_size == 1 else f"the train split has only {len(train)} image"
+        raise ConfigError(
+            f"{why}: a training batch of one image cannot pass the model's BatchNorm after global pooling "
+            f"(e.g. DeepLabV3's ASPP image pooling). Fix: data.batch_size=2 or more (trainer.accumulate_grad_batches=N "
+            f"for a larger effective batch), or a model without it (model=unet)"
+        ) from None
+
+
+def fit_or_reuse(cfg, trainer: L.Trainer, module, datamodule, entry: ModelEntry, results: dict) -> Path | None:
+    """Train, resume or reuse; return the checkpoint to test (None: in-memory weights). Holds the model's lock."""
+    if trainer.fast_dev_run:  # smoke runs write no checkpoints and never enter the model store
         trainer.fit(module, datamodule=datamodule)
         results.update(reused_checkpoint=False, checkpoint=None)
-        return trainer, None
-    with entry.lock():
-        if cfg.get("reuse", True) and entry.is_finished() and cfg.get("ckpt_path") is None:
-            print(f"[hazardseg] reusing trained model {entry.hash} ({entry.best_ckpt}); set reuse=false to retrain", flush=True)
-            results.update(reused_checkpoint=True, checkpoint=str(entry.best_ckpt), trained=entry.finished_info())
-            return build_trainer(cfg.trainer, loggers, [], ckpt_dir=None), entry.best_ckpt
+        return None
+    with entry.lock(timeout=cfg.get("lock_timeout")):
+        entry.remove_stale_temp_files()
+        reusable = entry.finished_checkpoint() if cfg.get("reuse", True) and cfg.get("ckpt_path") is None else None
+        if reusable is not None:
+            say(f"[hazardseg] reusing trained model {entry.hash} ({reusable}); set reuse=false to retrain")
+            results.update(reused_checkpoint=True, checkpoint=str(reusable), trained=entry.finished_info())
+            module.checkpoint_meta["trained_in"] = _load_checkpoint(reusable).get("hazardseg", {}).get("trained_in")
+            results["trained_in"] = module.checkpoint_meta["trained_in"]
+            return reusable
         if launch_rank() == 0:
             entry.clear_finished()
             entry.write_config(module.checkpoint_meta["config"])
-        callbacks.append(PreemptionCheckpoint(entry.last_ckpt))
-        trainer = build_trainer(cfg.trainer, loggers, callbacks, ckpt_dir=entry.ckpt_dir)
         resume_from = resolve_resume(cfg, entry, module)
         results["resumed_from"] = str(resume_from) if resume_from else None
         # weights_only: resuming never unpickles arbitrary objects (our checkpoints hold only tensors and primitives).
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
-        best = Path(trainer.checkpoint_callback.best_model_path or entry.last_ckpt)
-        info = {"best_ckpt": str(best), "best_val_miou": _float(trainer.checkpoint_callback.best_model_score),
+        best = trained_checkpoint(trainer, entry)
+        callback = trainer.checkpoint_callback
+        info = {"best_ckpt": str(best) if best else None, "best_val_miou": _float(callback.best_model_score) if callback else None,
                 "epochs": trainer.current_epoch, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        if launch_rank() == 0:
-            entry.mark_finished(info)
-    results.update(reused_checkpoint=False, checkpoint=str(best), trained=info)
-    return trainer, best
+        if best is not None and launch_rank() == 0:
+            entry.mark_finished({**info, "checkpoint": best.name})
+    results.update(reused_checkpoint=False, checkpoint=str(best) if best else None, trained=info)
+    return best
 
 
-def class_report(datamodule, entry: ModelEntry) -> dict[str, Any]:
-    """Pixel share of every class per split, computed once per data config (cached in the model store)."""
-    from hazardseg.data.stats import format_distribution, split_distribution
+def trained_checkpoint(trainer: L.Trainer, entry: ModelEntry) -> Path | None:
+    """The checkpoint a training left: the best one, else ``last.ckpt`` (said), else None (in-memory weights)."""
+    callback = trainer.checkpoint_callback
+    if callback is None:
+        say("[hazardseg] no checkpoint callback (callbacks.model_checkpoint=null): testing the in-memory weights; "
+            "nothing is stored for reuse")
+        return None
+    recorded_best = Path(callback.best_model_path) if callback.best_model_path else None
+    if recorded_best is not None:
+        for candidate in (recorded_best, entry.ckpt_dir / recorded_best.name):  # a moved store keeps file names
+            if candidate.is_file():
+                return candidate
+    if entry.last_ckpt.is_file():
+        if recorded_best is not None:
+            say(f"[hazardseg] {recorded_best} is missing: using {entry.last_ckpt} (the final epoch's weights)", logging.WARNING)
+        return entry.last_ckpt
+    say("[hazardseg] the training wrote no checkpoint: testing the in-memory weights; nothing is stored for reuse")
+    return None
 
-    cache = entry.dir / "class_distribution.json"
-    if cache.is_file():
-        report = json.loads(cache.read_text())
-    else:
-        datamodule.prepare_data()
-        datamodule.setup()
-        report = split_distribution(datamodule)
-        atomic_write_json(cache, report)
-    print("[hazardseg] class distribution (% of labelled pixels):\n" + format_distribution(report), flush=True)
+
+def class_report(datamodule, cache_dir: Path | None, smoke: bool = False) -> dict[str, Any] | None:
+    """Pixel share of every class per split, cached under a key of what it depends on: every split's
+    files (names and sizes), dataset, root and label handling, and the report's code version."""
+    from hazardseg.data.stats import DISTRIBUTION_VERSION, format_distribution, split_distribution
+
+    if smoke:  # a smoke run stays a smoke run: no pass over every mask of the dataset
+        say("[hazardseg] class distribution: skipped in a fast_dev_run")
+        return None
+    datamodule.prepare_data()
+    datamodule.setup()
+    material = {"splits": {split: datamodule.fingerprint(split, transforms=False) for split in ("train", "val", "test")},
+                "skip_bad_samples": datamodule.skip_bad_samples, "version": DISTRIBUTION_VERSION}
+    cache = None if cache_dir is None else Path(cache_dir) / f"{cache_key(material)}.json"
+    report = None if cache is None else load_json(cache)
+    if report is None:
+        report = json.loads(json.dumps(split_distribution(datamodule)))  # the cached form (int keys -> str), either way
+        if cache is not None and launch_rank() == 0:
+            save_json(cache, report)
+    say("[hazardseg] class distribution (% of labelled pixels):\n" + format_distribution(report))
     return report
 
 
@@ -169,126 +325,23 @@ def resolve_resume(cfg, entry: ModelEntry, module: Segmenter) -> str | None:
     if mode not in ("auto", "never"):
         raise ConfigError(f"resume={mode!r}: Fix: resume=auto or resume=never.")
     if mode == "auto" and entry.last_ckpt.is_file():
-        print(f"[hazardseg] resuming interrupted training from {entry.last_ckpt} (resume=never to start over)", flush=True)
+        say(f"[hazardseg] resuming interrupted training from {entry.last_ckpt} (resume=never to start over)")
         return str(entry.last_ckpt)
     return None
 
 
-def build_trainer(trainer_cfg: DictConfig, loggers: list, callbacks: list, ckpt_dir: Path | None) -> L.Trainer:
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-
-    callbacks = list(callbacks)
-    if ckpt_dir is not None:
-        callbacks.append(ModelCheckpoint(
-            dirpath=ckpt_dir, filename="best", monitor="val/miou", mode="max", save_top_k=1,
-            save_last=True, enable_version_counter=False, auto_insert_metric_name=False,
-        ))
-    if trainer_cfg.get("enable_progress_bar", True):
-        callbacks.append(RichProgressBar(leave=True))
-    return instantiate(
-        trainer_cfg, key="trainer", logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
-        enable_checkpointing=ckpt_dir is not None, default_root_dir=str(ckpt_dir or "."),
-    )
-
-
 # ---------------------------------------------------------------------------- testing
-def test(cfg, module: Segmenter, datamodule, trainer: L.Trainer, ckpt: Path | None, loggers: list) -> dict[str, Any]:
-    """Fit scorer statistics if needed (cached per checkpoint), run the test split, collect results."""
-    fit_scorers(cfg, module, datamodule, ckpt, device=trainer.strategy.root_device)
-    module.num_panels = int(cfg.eval.get("panels", 0))
-    module.per_image = bool(cfg.eval.get("per_image", True))
-    trainer.test(module, datamodule=datamodule, verbose=False)
-    metrics = module.test_results
-    rows = scorer_rows(metrics, list(module.scorers))
-    log_summary(loggers, metrics, module.test_curves if cfg.eval.get("curves", True) else {}, rows)
-    panel_files = save_panels(Path(cfg.paths.output_dir) / "panels", module.panels)
-    log_panels(loggers, module.panels)
-    return {"metrics": metrics, "scorers": rows, "panels": [str(p) for p in panel_files]}
+def test(trainer: L.Trainer, module: Segmenter, datamodule) -> dict[str, Any]:
+    """Run the test split; the callbacks fit scorer statistics, compute anomaly metrics and save panels."""
+    (metrics,) = trainer.test(module, datamodule=datamodule, verbose=False) or [{}]
+    metrics = {k: float(v) for k, v in metrics.items()}
+    panels = next((c.files for c in trainer.callbacks if hasattr(c, "files")), [])
+    curves = next((c.curve_points for c in trainer.callbacks if hasattr(c, "curve_points")), {})
+    return {"metrics": metrics, "scorers": scorer_rows(metrics, list(module.scorers)), "panels": [str(p) for p in panels],
+            "curves": curves}
 
 
-def save_panels(folder: Path, panels: list) -> list[Path]:
-    from PIL import Image
-
-    files = []
-    for i, (name, panel, _) in enumerate(panels):
-        path = folder / f"{i:02d}_{name.replace('/', '_')}"
-        path = path.with_suffix(".png")
-        with atomic_path(path) as tmp:
-            Image.fromarray(panel).save(tmp, format="PNG")
-        files.append(path)
-    return files
-
-
-def fit_scorers(cfg, module: Segmenter, datamodule, ckpt: Path | None, device) -> None:
-    pending = {name: s for name, s in module.scorers.items() if s.requires_fit}
-    if not pending:
-        return
-    fingerprint = file_sha256(ckpt) if ckpt is not None else None
-    for name, scorer in pending.items():
-        stats_file = scorer_stats_path(cfg, ckpt, name, scorer)
-        if stats_file is not None and _load_stats(scorer, stats_file, fingerprint):
-            print(f"[hazardseg] scorer '{name}': reusing statistics {stats_file}", flush=True)
-            continue
-        print(f"[hazardseg] scorer '{name}': fitting statistics on the training split", flush=True)
-        scorer.fit(_training_outputs(module, datamodule, device, cfg.eval.get("fit_batches")))
-        if stats_file is not None:
-            atomic_torch_save({"state_dict": scorer.state_dict(), "checkpoint_sha256": fingerprint}, stats_file)
-
-
-def scorer_stats_path(cfg, ckpt: Path | None, name: str, scorer) -> Path | None:
-    """Statistics live next to the checkpoint, keyed by the scorer's config, fit version and fit subset."""
-    if ckpt is None:
-        return None
-    key = config_hash({
-        "scorer": OmegaConf.to_container(cfg.scorer[name], resolve=True),
-        "fit_version": scorer.fit_version,
-        "fit_batches": cfg.eval.get("fit_batches"),
-    }, 8)
-    return Path(ckpt).parent / "scorer_stats" / f"{Path(ckpt).stem}.{name}-{key}.pt"
-
-
-def _load_stats(scorer, path: Path, fingerprint: str | None) -> bool:
-    if not path.is_file():
-        return False
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("checkpoint_sha256") != fingerprint:  # the model changed: statistics are stale
-        return False
-    scorer.load_state_dict(payload["state_dict"])
-    return True
-
-
-@torch.no_grad()
-def _training_outputs(module: Segmenter, datamodule, device, max_batches: int | None):
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    was_training = module.training
-    module.to(device).eval()
-    try:
-        for i, batch in enumerate(datamodule.fit_dataloader()):
-            if max_batches is not None and i >= max_batches:
-                break
-            out = module(batch["image"].to(device))
-            yield {"logits": out["logits"].float(), "features": out.get("features"), "mask": batch["mask"].to(device)}
-    finally:
-        module.train(was_training)
-
-
-# ---------------------------------------------------------------------------- building blocks
-def build_net(model_cfg: DictConfig, with_aux: bool) -> torch.nn.Module:
-    """Instantiate the network; the aux head exists only when the loss uses it."""
-    overrides = {} if with_aux else {"aux_stage": None}
-    return instantiate(model_cfg, key="model", **overrides)
-
-
-def dataset_info(datamodule) -> dict[str, Any]:
-    return {
-        "num_classes": datamodule.num_classes,
-        "ignore_index": datamodule.ignore_index,
-        "anomaly_index": datamodule.anomaly_index,
-        "class_names": list(datamodule.class_names),
-    }
-
-
+# ---------------------------------------------------------------------------- checkpoints
 def read_checkpoint_meta(ckpt: Path) -> dict[str, Any]:
     if not ckpt.is_file():
         raise ConfigError(f"ckpt_path={ckpt}: file not found. Fix: point ckpt_path to a .ckpt written by train.py (see results.json 'checkpoint').")
@@ -301,7 +354,7 @@ def read_checkpoint_meta(ckpt: Path) -> dict[str, Any]:
 
 def load_net_weights(module: Segmenter, ckpt: Path) -> None:
     """Load only the network weights (safe ``weights_only`` load); a different model is a clear error."""
-    module.net.load_state_dict(matching_net_state(module, ckpt), strict=False)
+    module.net.load_state_dict(matching_net_state(module, ckpt))
 
 
 def matching_net_state(module: Segmenter, ckpt: Path) -> dict[str, torch.Tensor]:
@@ -309,9 +362,8 @@ def matching_net_state(module: Segmenter, ckpt: Path) -> dict[str, torch.Tensor]
     state = _load_checkpoint(Path(ckpt)).get("state_dict", {})
     net_state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
     own = module.net.state_dict()
-    # The aux head is training-only: a checkpoint may have it while the evaluated net does not.
-    missing = [k for k in own if k not in net_state and "aux_head" not in k]
-    unexpected = [k for k in net_state if k not in own and "aux_head" not in k]
+    missing = [k for k in own if k not in net_state]
+    unexpected = [k for k in net_state if k not in own]
     shapes = [k for k in own if k in net_state and own[k].shape != net_state[k].shape]
     if missing or unexpected or shapes:
         detail = f"{len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} shape mismatches (e.g. {(shapes or missing or unexpected)[:2]})"
@@ -319,7 +371,7 @@ def matching_net_state(module: Segmenter, ckpt: Path) -> dict[str, torch.Tensor]
             f"ckpt_path={ckpt}: checkpoint does not match the configured model/class count ({detail}). "
             f"Fix: use the model and data config it was trained with."
         )
-    return {k: v for k, v in net_state.items() if k in own}
+    return net_state
 
 
 def _load_checkpoint(ckpt: Path) -> dict:
@@ -329,20 +381,9 @@ def _load_checkpoint(ckpt: Path) -> dict:
         raise ConfigError(f"ckpt_path={ckpt}: cannot be loaded safely ({type(err).__name__}: {str(err)[:120]}). Fix: use an intact checkpoint written by train.py.") from err
 
 
-def scorer_rows(metrics: dict[str, Any], scorers: list[str]) -> list[dict[str, Any]]:
-    rows = []
-    for name in scorers:
-        row: dict[str, Any] = {"scorer": name}
-        for key in ANOMALY_KEYS:
-            row[key] = metrics.get(f"test/{name}/{key}")
-        for key in ANOMALY_KEYS:
-            row[f"per_image_{key}"] = metrics.get(f"test/{name}/per_image/{key}")
-        row["test_miou"] = metrics.get("test/miou")
-        rows.append(row)
-    return rows
-
-
+# ---------------------------------------------------------------------------- results
 def write_results(run_dir: Path, results: dict[str, Any]) -> None:
+    save_curves(run_dir, results.pop("curves", None) or {})  # pr_curves.json: for the sweep report's PR plot
     atomic_write_json(run_dir / "results.json", results)
     rows = results.get("scorers") or []
     if rows:
@@ -353,27 +394,20 @@ def write_results(run_dir: Path, results: dict[str, Any]) -> None:
         atomic_write_text(run_dir / "scorers.csv", buffer.getvalue())
 
 
-def run_name(cfg: DictConfig) -> str:
-    from hydra.core.hydra_config import HydraConfig
-
+def _finish(results: dict[str, Any], loggers: list) -> None:
     try:
-        hc = HydraConfig.get()
-        overrides = ",".join(o for o in hc.overrides.task if not o.startswith(("logger", "hydra")))
-        return f"{cfg.task_name}[{overrides}]" if overrides else str(cfg.task_name)
-    except ValueError:
-        return str(cfg.task_name)
+        finish_run(results, loggers)
+    except Exception as err:  # a report or logger hiccup never turns a finished training into a failed job
+        say(f"[hazardseg] warning: final report not complete ({type(err).__name__}: {err})")
 
 
-def sweep_group() -> str | None:
-    """Jobs of one multirun share a W&B group named after the sweep folder."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+def run_refs(loggers: list) -> dict[str, str] | None:
+    """The W&B run of this job (id, project, name), if one is logging."""
+    return next((ref for logger in loggers if hasattr(logger, "run_ref") and (ref := logger.run_ref())), None)
 
-    try:
-        hc = HydraConfig.get()
-    except ValueError:
-        return None
-    return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
+
+def _link(trained_in: dict | None) -> dict[str, str]:
+    return {f"trained_in.{k}": v for k, v in (trained_in or {}).items()}
 
 
 def _plain(cfg: DictConfig) -> dict:

@@ -1,26 +1,44 @@
-"""Qualitative panels: Input | GT | Pred | Overlay | Confidence | Error | Anomaly, with per-image mIoU.
+"""Qualitative panels a reader understands without the code: a grid of titled tiles with a class-colour
+legend, the anomaly ground truth outlined on the anomaly-score map, and colour bars.
 
-Plain numpy + PIL (no plotting library): panels are saved as PNGs in the run folder and logged to W&B.
+    ┌ name · per-image mIoU ────────────────────────────────────────────────────┐
+    │ input          │ ground truth     │ prediction        │ overlay            │
+    │ confidence     │ errors           │ anomaly score (+ GT contour)           │
+    │ [colour bar]                      │ [colour bar: score range]              │
+    │ legend: ■ road ■ car ... □ anomaly ■ ignored                               │
+    └───────────────────────────────────────────────────────────────────────────┘
+
+Test-only anomaly benchmarks (no class labels) get input | anomaly ground truth | anomaly score.
+numpy + PIL for drawing (fast, one panel per test image); matplotlib only for its colour maps.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from hazardseg.data.transforms import denormalize
 
-COLUMNS = ("input", "ground truth", "prediction", "overlay", "confidence", "error", "anomaly score")
-HEADER = 14  # pixels of caption strip above the panel
+MIN_TILE_WIDTH = 256   # small images are upscaled (labels nearest, photos bilinear) so text and details stay legible
+TITLE = 18             # pixels of title strip above each tile
+BAR = 12               # colour bar height
+PAD = 4
+ANOMALY_RGB = (255, 255, 255)
+IGNORE_RGB = (0, 0, 0)
+CONTOUR_RGB = (0, 255, 255)   # cyan: visible on the inferno map and on photos
+ERROR_RGB = (230, 40, 40)
+CORRECT_RGB = (40, 120, 40)
 
 
 def palette(num_classes: int) -> np.ndarray:
     """Deterministic, well-separated colours (golden-ratio hues); index ``num_classes`` = anomaly (white)."""
     hues = (np.arange(num_classes) * 0.618034) % 1.0
     colours = [_hsv_to_rgb(h, 0.65, 0.95) for h in hues]
-    return np.array(colours + [(255, 255, 255)], np.uint8)
+    return np.array(colours + [ANOMALY_RGB], np.uint8)
 
 
 def per_image_miou(pred: Tensor, target: Tensor, num_classes: int, valid: Tensor) -> float:
@@ -36,47 +54,145 @@ def per_image_miou(pred: Tensor, target: Tensor, num_classes: int, valid: Tensor
 
 
 def prediction_panel(
-    image: Tensor, mask: Tensor, logits: Tensor, num_classes: int, name: str,
+    image: Tensor, mask: Tensor, logits: Tensor | None, num_classes: int, name: str,
     ignore_index: int | None = None, anomaly_index: int | None = None, anomaly: Tensor | None = None,
+    class_names: list[str] | None = None, scorer: str = "anomaly score", semantic_labels: bool = True,
 ) -> tuple[np.ndarray, float]:
-    """One row of panels for one image; returns (uint8 HxWx3 array, per-image mIoU)."""
-    colours = palette(num_classes)
-    pred = logits.argmax(0)
-    valid = torch.ones_like(mask, dtype=torch.bool)
-    if ignore_index is not None:
-        valid &= mask != ignore_index
-    if anomaly_index is not None:
-        valid &= mask != anomaly_index
-    miou = per_image_miou(pred, mask, num_classes, valid)
+    """The panel of one test image as an (H, W, 3) uint8 array, and the image's mIoU (NaN without classes)."""
     rgb = (denormalize(image.float()).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-    gt = mask.clone()
-    if anomaly_index is not None:
-        gt[mask == anomaly_index] = num_classes
-    gt_rgb = colours[gt.clamp(0, num_classes).numpy()]
-    gt_rgb[~valid.numpy() & (gt != num_classes).numpy()] = 0
-    pred_rgb = colours[pred.numpy()]
-    overlay = (0.5 * rgb + 0.5 * pred_rgb).astype(np.uint8)
-    confidence = _grey(torch.softmax(logits.float(), 0).max(0).values.numpy())
-    error = np.zeros_like(rgb)
-    error[((pred != mask) & valid).numpy()] = (255, 0, 0)
-    columns = [rgb, gt_rgb, pred_rgb, overlay, confidence, error]
+    mask_np = mask.numpy()
+    is_anomaly = (mask_np == anomaly_index) if anomaly_index is not None else np.zeros(mask_np.shape, bool)
+    ignored = (mask_np == ignore_index) if ignore_index is not None else np.zeros(mask_np.shape, bool)
+    ignored |= mask_np >= 254  # pasted-outlier / padding labels are not classes
+    ignored &= ~is_anomaly
+    scale = max(1, -(-MIN_TILE_WIDTH // rgb.shape[1]))
+    tiles: list[tuple[str, np.ndarray]] = [("input", rgb)]
+    bars: dict[int, tuple[str, str, str]] = {}
+    miou = float("nan")
+    colours = palette(num_classes)
+    present: list[int] = []
+    if semantic_labels and logits is not None:
+        pred = logits.argmax(0)
+        valid = torch.from_numpy(~ignored & ~is_anomaly)
+        miou = per_image_miou(pred, mask, num_classes, valid)
+        pred_np = pred.numpy()
+        gt_rgb = colours[np.clip(mask_np, 0, num_classes - 1)]
+        gt_rgb[is_anomaly] = ANOMALY_RGB
+        gt_rgb[ignored] = IGNORE_RGB
+        pred_rgb = colours[pred_np]
+        error = np.where((pred_np != mask_np)[..., None], ERROR_RGB, CORRECT_RGB).astype(np.uint8)
+        error[ignored | is_anomaly] = IGNORE_RGB
+        confidence = torch.softmax(logits.float(), 0).max(0).values.numpy()
+        tiles += [("ground truth", gt_rgb), ("prediction", pred_rgb), ("overlay", (0.5 * rgb + 0.5 * pred_rgb).astype(np.uint8)),
+                  ("confidence (max softmax)", _colourmap(confidence, "viridis")), ("errors (red) / correct (green)", error)]
+        bars[4] = ("viridis", "0", "1")
+        present = sorted(set(np.unique(mask_np[~ignored & ~is_anomaly]).tolist()) | set(np.unique(pred_np).tolist()))
+    else:
+        gt_rgb = np.zeros_like(rgb)
+        gt_rgb[~ignored] = (70, 70, 70)
+        gt_rgb[is_anomaly] = ANOMALY_RGB
+        tiles.append(("anomaly ground truth", gt_rgb))
     if anomaly is not None:
         a = anomaly.float().numpy()
-        columns.append(_grey((a - a.min()) / max(float(a.max() - a.min()), 1e-12)))
-    row = np.concatenate(columns, axis=1)
-    return _caption(row, f"{name}  mIoU {100 * miou:.1f}%  |  " + " | ".join(COLUMNS[: len(columns)])), miou
+        lo, hi = _finite_range(a)
+        heat = _colourmap((np.clip(a, lo, hi) - lo) / max(hi - lo, 1e-12), "inferno")
+        heat[_contour(is_anomaly)] = CONTOUR_RGB
+        tiles.append((f"{scorer} (cyan: anomaly GT)", heat))
+        bars[len(tiles) - 1] = ("inferno", f"{lo:.3g}", f"{hi:.3g}")
+    legend = [(class_names[c] if class_names and c < len(class_names) else str(c), tuple(colours[c])) for c in present if c < num_classes]
+    if anomaly_index is not None:
+        legend.append(("anomaly", ANOMALY_RGB))
+    legend.append(("ignored", IGNORE_RGB))
+    title = f"{name}" + (f"   mIoU {100 * miou:.1f}%" if miou == miou else "")
+    return _compose(tiles, bars, legend, title, scale), miou
 
 
-def _grey(values: np.ndarray) -> np.ndarray:
-    g = (np.clip(values, 0, 1) * 255).astype(np.uint8)
-    return np.repeat(g[..., None], 3, axis=2)
-
-
-def _caption(row: np.ndarray, text: str) -> np.ndarray:
-    canvas = Image.new("RGB", (row.shape[1], row.shape[0] + HEADER), (0, 0, 0))
-    canvas.paste(Image.fromarray(row), (0, HEADER))
-    ImageDraw.Draw(canvas).text((2, 1), text, fill=(255, 255, 255))
+# ---------------------------------------------------------------------------- layout
+def _compose(tiles: list[tuple[str, np.ndarray]], bars: dict[int, tuple[str, str, str]], legend: list, title: str, scale: int) -> np.ndarray:
+    cols = min(4, len(tiles))
+    rows = -(-len(tiles) // cols)
+    h, w = tiles[0][1].shape[0] * scale, tiles[0][1].shape[1] * scale
+    # rows with a colour bar are taller; y offset of each row
+    row_h = [TITLE + h + (BAR + TITLE if any(i // cols == r for i in bars) else PAD) for r in range(rows)]
+    row_y = [TITLE + 6 + sum(row_h[:r]) for r in range(rows)]
+    font = _font(12)
+    legend_rows = _legend_rows(legend, cols * (w + PAD), font)
+    width = cols * (w + PAD) + PAD
+    height = TITLE + 6 + sum(row_h) + len(legend_rows) * 20 + PAD
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((PAD, 3), title, fill=(0, 0, 0), font=_font(14))
+    for i, (label, tile) in enumerate(tiles):
+        x, y = PAD + (i % cols) * (w + PAD), row_y[i // cols]
+        draw.text((x, y + 2), label, fill=(0, 0, 0), font=font)
+        canvas.paste(_upscale(tile, scale, smooth=label == "input"), (x, y + TITLE))
+        if i in bars:
+            cmap, lo, hi = bars[i]
+            bar = np.repeat(_colourmap(np.linspace(0, 1, w)[None, :], cmap), BAR, axis=0)
+            canvas.paste(Image.fromarray(bar), (x, y + TITLE + h + 2))
+            draw.text((x, y + TITLE + h + BAR + 3), lo, fill=(0, 0, 0), font=font)
+            draw.text((x + w - draw.textlength(hi, font=font), y + TITLE + h + BAR + 3), hi, fill=(0, 0, 0), font=font)
+    y = TITLE + 6 + sum(row_h)
+    for line in legend_rows:
+        x = PAD
+        for label, colour in line:
+            draw.rectangle([x, y + 3, x + 12, y + 15], fill=colour, outline=(0, 0, 0))
+            draw.text((x + 16, y + 2), label, fill=(0, 0, 0), font=font)
+            x += 16 + int(draw.textlength(label, font=font)) + 12
+        y += 20
     return np.asarray(canvas)
+
+
+def _legend_rows(legend: list, width: int, font) -> list[list]:
+    rows, line, used = [], [], 0
+    for label, colour in legend:
+        need = 16 + int(font.getlength(label)) + 12
+        if line and used + need > width:
+            rows.append(line)
+            line, used = [], 0
+        line.append((label, colour))
+        used += need
+    return rows + ([line] if line else [])
+
+
+def _upscale(tile: np.ndarray, scale: int, smooth: bool) -> Image.Image:
+    img = Image.fromarray(tile)
+    if scale == 1:
+        return img
+    return img.resize((tile.shape[1] * scale, tile.shape[0] * scale), Image.BILINEAR if smooth else Image.NEAREST)
+
+
+def _contour(region: np.ndarray) -> np.ndarray:
+    """One-pixel outline of a boolean region (the region minus its 4-neighbour erosion)."""
+    if not region.any():
+        return region
+    padded = np.pad(region, 1, mode="edge")
+    eroded = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return region & ~eroded
+
+
+def _colourmap(values: np.ndarray, name: str) -> np.ndarray:
+    lut = _lut(name)
+    idx = (np.nan_to_num(np.clip(values, 0, 1)) * 255).astype(np.uint8)
+    return lut[idx]
+
+
+@lru_cache(maxsize=4)
+def _lut(name: str) -> np.ndarray:
+    try:
+        from matplotlib import colormaps
+
+        return (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+    except ImportError:  # grey ramp without matplotlib
+        return np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
+
+
+@lru_cache(maxsize=4)
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+        return ImageFont.load_default()
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
@@ -84,3 +200,9 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
 
     r, g, b = colorsys.hsv_to_rgb(h, s, v)
     return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _finite_range(a: np.ndarray) -> tuple[float, float]:
+    """Min and max over the finite values: +-inf (e.g. MSP's log(1 - p) = -inf) go to the colour map's ends."""
+    finite = a[np.isfinite(a)]
+    return (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)

@@ -5,17 +5,21 @@
   not an RGB colour mask, label values in range) and maps raw labels to training ids via
   :meth:`SegmentationDataset.encode_mask` (per dataset).
 * Bad samples: with ``skip_bad_samples=False`` (default) the first bad sample raises a one-line
-  :class:`~hazardseg.errors.DataError` naming the file and the fix. With ``skip_bad_samples=True``
-  ``__getitem__`` records the bad sample, warns, and **returns the next good sample** (index + 1,
-  wrapping). The record travels with the sample (``_skipped``), so it reaches the main process even
-  when workers load the data; :class:`SegDataLoader` pops it from every batch and adds it to
-  ``dataset.bad_samples`` (the datamodule's ``bad_samples`` aggregates over its splits).
+  :class:`~hazardseg.errors.DataError` naming the file and the fix. With ``skip_bad_samples=True`` a
+  bad sample is **dropped, not replaced**: ``__getitem__`` returns a marker holding only the record
+  (``_skipped``), :func:`collate` leaves it out of the batch (which gets smaller; an empty batch is not
+  yielded), so index ``i`` always means item ``i`` and no image is counted twice. The record travels
+  with the batch, so it reaches the main process even when workers load the data;
+  :class:`SegDataLoader` adds it to ``dataset.bad_samples`` (the datamodule's ``bad_samples``
+  aggregates over its splits; the pipeline lists them in results.json and the loggers).
 * :class:`SegmentationDataModule` is the common ``LightningDataModule`` base.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import os
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -31,10 +35,12 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 
 from hazardseg.errors import ConfigError, DataError, HazardsegError
+from hazardseg.data.workers import loader_workers
 from hazardseg.data.transforms import build_eval_transform, build_train_transform, parse_augment, parse_image_size
 
 SPLITS = ("train", "val", "test")
 INDEX_MODES = ("L", "P", "I;16", "I;16B", "I;16L", "I", "1")
+WIDE_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
 @dataclass(frozen=True)
@@ -53,11 +59,20 @@ def skip_or_raise(message: str, key: str, skip: bool, missing: dict[str, str] | 
 
 
 def load_rgb(path: Path, hint: str = "") -> np.ndarray:
-    """Decode an image file to (H,W,3) uint8 RGB; corrupt/truncated files raise DataError."""
+    """Decode an image file to (H,W,3) uint8 RGB; corrupt/truncated files raise DataError.
+
+    16-bit grayscale images are scaled to 8 bits (PIL's ``convert("RGB")`` would clamp them to white)."""
     try:
         with Image.open(path) as im:
             im.load()
+            if im.mode in WIDE_GRAY_MODES or (im.mode == "I" and im.format == "PNG"):  # PNG "I" = 16-bit gray
+                return _gray16_to_rgb(np.array(im), path)
+            if im.mode in ("I", "F"):
+                raise DataError(f"{path}: {'32-bit integer' if im.mode == 'I' else 'floating-point'} image (mode {im.mode}); "
+                                f"its value range is unknown. Fix: convert it to an 8-bit RGB or 16-bit grayscale PNG")
             rgb = im.convert("RGB")
+    except HazardsegError:
+        raise
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found{hint}") from None
     except Exception as e:  # PIL raises OSError, SyntaxError, zlib.error, ValueError ...
@@ -66,6 +81,14 @@ def load_rgb(path: Path, hint: str = "") -> np.ndarray:
             f"or set data.skip_bad_samples=true to skip bad files"
         ) from None
     return np.array(rgb)
+
+
+def _gray16_to_rgb(arr: np.ndarray, path: Path) -> np.ndarray:
+    arr = arr.astype(np.int64)
+    if arr.min() < 0 or arr.max() > 65535:
+        raise DataError(f"{path}: grayscale values outside 0..65535; Fix: convert it to an 8-bit RGB or 16-bit grayscale PNG")
+    gray = ((arr + 128) // 257).astype(np.uint8)  # 0..65535 -> 0..255, rounded (65535 / 255 = 257)
+    return np.repeat(gray[..., None], 3, axis=2)
 
 
 def load_index_mask(path: Path, mask_hint: str = "", hint: str = "") -> np.ndarray:
@@ -178,36 +201,36 @@ class SegmentationDataset(Dataset):
             torch.set_num_threads(threads)
 
     def _getitem(self, index: int) -> dict[str, Any]:
-        n = len(self.items)
-        skipped: list[str] = []
-        for attempt in range(n):
-            i = (index + attempt) % n
-            try:
-                sample = self.load_raw(i)
-            except DataError as e:
-                if not self.skip_bad_samples:
-                    raise
-                key = str(self.items[i].image)
-                if key not in self.bad_samples:
-                    warnings.warn(f"skipping bad sample {key}: {e}", stacklevel=2)
-                self.bad_samples[key] = str(e)
-                skipped.append(f"{key}\t{e}")
-                continue
-            if self.transform is not None:
-                sample = self.transform(sample)
-            sample["_skipped"] = skipped
-            return sample
-        raise DataError(f"all {n} samples of this split are bad (first: {skipped[0] if skipped else '?'}); fix the dataset")
+        try:
+            sample = self.load_raw(index)
+        except DataError as e:
+            if not self.skip_bad_samples:
+                raise
+            key = str(self.items[index].image)
+            if key not in self.bad_samples:
+                warnings.warn(f"skipping bad sample {key}: {e}", stacklevel=2)
+            self.bad_samples[key] = str(e)
+            # Dropped, not replaced (a replacement would count another image twice): a marker that collate
+            # leaves out of the batch. The index keeps meaning this item, so index-based sampling and
+            # per-index seeding are unaffected.
+            return {"_skipped": [f"{key}\t{e}"]}
+        if self.transform is not None:
+            sample = self.transform(sample)
+        sample["_skipped"] = []
+        return sample
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack a list of samples into ``{"image": (B,3,H,W) float32, "mask": (B,H,W) int64, "name": [str]}``."""
-    batch = {
-        "image": torch.stack([torch.as_tensor(s["image"]).as_subclass(torch.Tensor) for s in samples]),
-        "mask": torch.stack([torch.as_tensor(s["mask"]).as_subclass(torch.Tensor) for s in samples]).long(),
-        "name": [s["name"] for s in samples],
-    }
-    batch["_skipped"] = [x for s in samples for x in s.get("_skipped", ())]
+    """Stack a list of samples into ``{"image": (B,3,H,W) float32, "mask": (B,H,W) int64, "name": [str]}``.
+
+    Skipped samples (markers without an image) are left out; their records go to ``_skipped``. A batch
+    of skipped samples only has no ``image`` key (SegDataLoader does not yield it)."""
+    kept = [s for s in samples if "image" in s]
+    batch: dict[str, Any] = {"_skipped": [x for s in samples for x in s.get("_skipped", ())]}
+    if kept:
+        batch["image"] = torch.stack([torch.as_tensor(s["image"]).as_subclass(torch.Tensor) for s in kept])
+        batch["mask"] = torch.stack([torch.as_tensor(s["mask"]).as_subclass(torch.Tensor) for s in kept]).long()
+        batch["name"] = [s["name"] for s in kept]
     return batch
 
 
@@ -220,11 +243,12 @@ class SegDataLoader(DataLoader):
 
     def __iter__(self):  # type: ignore[override]
         it = super().__iter__()
+        yielded, skipped = 0, []
         while True:
             try:
                 batch = next(it)
             except StopIteration:
-                return
+                break
             except HazardsegError as e:
                 msg = str(e)
                 if "DataLoader worker" in msg:
@@ -235,9 +259,15 @@ class SegDataLoader(DataLoader):
             if isinstance(batch, dict):
                 for rec in batch.pop("_skipped", ()) or ():
                     key, _, reason = rec.partition("\t")
+                    skipped.append(key)
                     if hasattr(self.dataset, "bad_samples"):
                         self.dataset.bad_samples[key] = reason
+                if "image" not in batch:  # every sample of this batch was skipped
+                    continue
+            yielded += 1
             yield batch
+        if not yielded and skipped:
+            raise DataError(f"all {len(skipped)} samples of this split are unreadable (first: {skipped[0]}); fix the dataset")
 
 
 class SegmentationDataModule(L.LightningDataModule):
@@ -270,7 +300,14 @@ class SegmentationDataModule(L.LightningDataModule):
         ignore_index: int | None | str = "default",
         skip_bad_samples: bool = False,
         persistent_workers: bool | None = None,
+        outliers: Any = None,
+        val_outliers: Any = None,
+        val_outliers_seed: int = 0,
     ):
+        """``outliers``: the ``data.outliers`` config (see ``hazardseg.data.outliers``); when enabled, the
+        TRAIN transform pastes outlier objects (label ``OUTLIER_LABEL``); test never does.
+        ``val_outliers``: a paste config (same keys as ``outliers``) or transform that turns the VAL split
+        into an anomaly proxy (the same objects every epoch; see :mod:`hazardseg.data.proxy`)."""
         super().__init__()
         self.root = None if root in (None, "", "null") else Path(str(root)).expanduser()
         self.image_size = parse_image_size(image_size or self.DEFAULT_IMAGE_SIZE)
@@ -304,12 +341,26 @@ class SegmentationDataModule(L.LightningDataModule):
                 f"data.ignore_index={ignore_index} collides with a class id of {self.name} (0..{self.NUM_CLASSES - 1}); "
                 f"use {self.VOID_VALUE}"
             )
+        if ignore_index is not None and ignore_index == self.ANOMALY_INDEX:
+            raise ConfigError(
+                f"data.ignore_index={ignore_index} is the anomaly label of {self.name}: anomaly pixels would be ignored "
+                f"and no anomaly metric computed. Fix: data.ignore_index=null, or a value that is no label (e.g. 255)"
+            )
         self.ignore_index: int | None = ignore_index
         self.anomaly_index: int | None = self.ANOMALY_INDEX
         self.class_names: list[str] = list(self.CLASS_NAMES)
         assert len(self.class_names) == (self.num_classes or 0), (self.name, len(self.class_names))
-        self.train_transform = build_train_transform(self.image_size, self.augment, self.ignore_index)
+        from hazardseg.data.outliers import build_paste_transform  # here: outliers -> synthetic -> base
+
+        self.outliers = build_paste_transform(outliers)
+        self.train_transform = build_train_transform(self.image_size, self.augment, self.ignore_index, self.outliers)
         self.eval_transform = build_eval_transform(self.image_size)
+        self.val_outliers = val_outliers if callable(val_outliers) else build_paste_transform(val_outliers, key="data.val_outliers")
+        self.val_transform = self.eval_transform
+        if self.val_outliers is not None:
+            from hazardseg.data.proxy import build_proxy_transform
+
+            self.val_transform = build_proxy_transform(self.image_size, self.val_outliers, val_outliers_seed)
         self.datasets: dict[str, SegmentationDataset] = {}
         self._fit_dataset: SegmentationDataset | None = None
 
@@ -347,14 +398,34 @@ class SegmentationDataModule(L.LightningDataModule):
             if self.VOID_VALUE is not None and self.ignore_index != self.VOID_VALUE:
                 ds.void_remap = (self.VOID_VALUE, int(self.ignore_index))
             self.datasets[split] = ds
+            self._check_leakage()
         return self.datasets[split]
+
+    def _check_leakage(self) -> None:
+        """An image of the val or test split that is also a training image makes their numbers meaningless."""
+        train = self.datasets.get("train")
+        if train is None:
+            return
+        seen = {os.path.abspath(item.image) for item in train.items}  # abspath normalises "../"
+        for split in ("val", "test"):
+            other = self.datasets.get(split)
+            if other is None or other is train:
+                continue
+            shared = [item.image for item in other.items if os.path.abspath(item.image) in seen]
+            if shared:
+                raise DataError(
+                    f"{len(shared)} image(s) of the {split} split are also training images (e.g. {shared[0]}): the {split} "
+                    f"numbers would be measured on training data. Fix: correct the split's index file or folders"
+                )
 
     def dataset(self, split: str, train_transform: bool = False) -> SegmentationDataset:
         """The dataset of ``split`` with eval (default) or train transforms."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         base = self._get(split)
-        return base.with_transform(self.train_transform if train_transform else self.eval_transform)
+        if train_transform:
+            return base.with_transform(self.train_transform)
+        return base.with_transform(self.val_transform if split == "val" else self.eval_transform)
 
     @property
     def bad_samples(self) -> dict[str, str]:
@@ -365,15 +436,16 @@ class SegmentationDataModule(L.LightningDataModule):
         return out
 
     def _loader(self, ds: SegmentationDataset, shuffle: bool) -> SegDataLoader:
+        workers = loader_workers(self.num_workers)  # launcher workers (joblib/loky) need an explicit start method
         return SegDataLoader(
             ds,
             batch_size=self.batch_size,
             shuffle=shuffle,
             drop_last=shuffle and len(ds) > self.batch_size,
-            num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
+            persistent_workers=self.persistent_workers and workers["num_workers"] > 0,
             collate_fn=collate,
+            **workers,
         )
 
     def train_dataloader(self) -> SegDataLoader:
@@ -389,6 +461,26 @@ class SegmentationDataModule(L.LightningDataModule):
         """TRAIN split with eval transforms, not shuffled: for fitting post-hoc scorer statistics."""
         return self._loader(self.dataset("train"), shuffle=False)
 
+    def fingerprint(self, stage: str = "fit", transforms: bool = True) -> dict[str, Any]:
+        """What a computation on ``stage``'s data depends on, for cache keys: the dataset, its root, the
+        files of the split (names, sizes, modification times), the image size and the eval transform (``transforms=
+        False`` leaves these two out, for computations on native-resolution masks).
+        ``fit`` = the train split as read for fitting scorer statistics (eval transforms)."""
+        split = {"fit": "train", "validate": "val"}.get(stage, stage)
+        self.prepare_data()
+        ds = self._get(split)
+        files = hashlib.sha256()
+        for item in ds.items:
+            files.update(f"{item.name}:{_stat(item.image)}:{_stat(item.mask)}\n".encode())
+        found = {
+            "dataset": f"{type(self).__module__}.{type(self).__qualname__}", "root": str(self.root), "split": split,
+            "files": files.hexdigest(), "ignore_index": self.ignore_index,
+        }
+        if transforms:
+            found.update(image_size=list(self.image_size),
+                         transform=repr(self.val_transform if split == "val" else self.eval_transform))
+        return found
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -397,3 +489,12 @@ class SegmentationDataModule(L.LightningDataModule):
             f"{type(self).__name__}(root={self.root}, image_size={list(self.image_size)}, batch_size={self.batch_size}, "
             f"num_classes={self.num_classes}, ignore_index={self.ignore_index}, anomaly_index={self.anomaly_index})"
         )
+
+
+def _stat(path: Path) -> str:
+    """Size and modification time: a rewritten file of the same size (an edited annotation) changes it too."""
+    try:
+        found = path.stat()
+    except OSError:
+        return "missing"
+    return f"{found.st_size}:{found.st_mtime_ns}"

@@ -14,13 +14,24 @@ import numpy as np
 import torch
 
 from hazardseg.data.base import SegmentationDataset
+from hazardseg.errors import DataError
+
+# Bump when the report's content changes: cached reports (keyed by it) are then recomputed.
+DISTRIBUTION_VERSION = 1
 
 
 def _masks(data: Any, max_items: int | None) -> Iterable[np.ndarray | torch.Tensor]:
     if isinstance(data, SegmentationDataset):
         n = len(data) if max_items is None else min(len(data), max_items)
         for i in range(n):
-            yield data.load_mask(i)
+            try:
+                mask = data.load_mask(i)
+            except DataError as err:  # with skip_bad_samples an unreadable mask is skipped (and recorded) here too
+                if not data.skip_bad_samples:
+                    raise
+                data.bad_samples[str(data.items[i].image)] = str(err)
+                continue
+            yield mask
         return
     for k, batch in enumerate(data):
         if max_items is not None and k >= max_items:

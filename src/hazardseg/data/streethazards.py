@@ -52,13 +52,16 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 def read_odgt(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Parse an odgt index: one JSON array of ``{"dbName","width","height","fpath_img","fpath_segm"}``.
 
-    (JSON lines are accepted too, for hand-made indices.)
+    (JSON lines are accepted too, for hand-made indices.) UTF-8 (with or without BOM) and BOM-marked
+    UTF-16/32 are read; paths must be non-empty strings.
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = _decode(path.read_bytes(), path)
     except FileNotFoundError:
         raise DataError(f"{path}: index file not found; set index=scan to scan the folders instead") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not an odgt index file") from None
     try:
         entries = json.loads(text)
     except json.JSONDecodeError as e:
@@ -72,7 +75,28 @@ def read_odgt(path: str | os.PathLike) -> list[dict[str, Any]]:
         isinstance(e, dict) and "fpath_img" in e and "fpath_segm" in e for e in entries
     ):
         raise DataError(f"{path}: odgt entries must be objects with 'fpath_img' and 'fpath_segm' keys")
+    for i, entry in enumerate(entries):
+        for key in ("fpath_img", "fpath_segm"):
+            if not isinstance(entry[key], str) or not entry[key].strip():
+                raise DataError(f"{path}: entry {i} has {key}={entry[key]!r}; expected a file path (a string, relative to "
+                                f"the split folder). Fix: correct that entry or regenerate the index")
     return entries
+
+
+def _decode(raw: bytes, path: Path) -> str:
+    import codecs
+
+    for bom, encoding in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                          (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+        if raw.startswith(bom):
+            break
+    else:
+        encoding = "utf-8-sig"
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not {encoding.upper().removesuffix('-SIG')} text ({err.reason} at byte {err.start}). "
+                        f"Fix: save the index as UTF-8") from None
 
 
 class StreetHazardsDataset(SegmentationDataset):
@@ -85,6 +109,8 @@ class StreetHazardsDataset(SegmentationDataset):
         index: 'auto' (odgt when the file exists, else scan) | 'odgt' | 'scan'.
         odgt: a custom odgt file (paths relative to the split folder ``root/<train|test>``).
         skip_bad_samples: skip (and record) missing/corrupt samples instead of raising.
+        allow_external_paths: accept odgt paths that leave the split folder (absolute or ``../``); off by
+            default, because a file of another split listed in an index is data leakage.
     """
 
     mask_hint = " (StreetHazards annotations are mode-L PNGs with values 1..14)"
@@ -97,6 +123,7 @@ class StreetHazardsDataset(SegmentationDataset):
         index: str = "auto",
         odgt: str | os.PathLike | None = None,
         skip_bad_samples: bool = False,
+        allow_external_paths: bool = False,
     ):
         if split not in SPLIT_LAYOUT:
             raise ConfigError(f"split={split!r}: expected one of {sorted(SPLIT_LAYOUT)}")
@@ -116,8 +143,11 @@ class StreetHazardsDataset(SegmentationDataset):
         missing: dict[str, str] = {}
         if index == "odgt":
             items = []
-            for e in read_odgt(odgt_path):
+            for i, e in enumerate(read_odgt(odgt_path)):
                 img, seg = self.split_dir / e["fpath_img"], self.split_dir / e["fpath_segm"]
+                if not allow_external_paths:
+                    for f in (img, seg):
+                        _check_inside(f, self.split_dir, odgt_path, i)
                 for f in (img, seg):
                     if not f.is_file():
                         msg = f"{f}: listed in {odgt_path} but missing; re-extract the dataset or use a matching odgt (or index=scan)"
@@ -160,9 +190,15 @@ class StreetHazardsDataset(SegmentationDataset):
         return items
 
     def encode_mask(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        # The anomaly label exists only in the test split: in train/val it would be a 14th class the
+        # network has no output for (and cross-entropy fails on an out-of-range target).
+        top = RAW_MAX if self.split == "test" else RAW_MAX - 1
         lo, hi = int(raw.min()), int(raw.max())
-        if lo < RAW_MIN or hi > RAW_MAX:
-            check_values(raw, np.arange(RAW_MIN, RAW_MAX + 1), path, f"StreetHazards' raw range {RAW_MIN}..{RAW_MAX}")
+        if lo < RAW_MIN or hi > top:
+            where = f"StreetHazards' {self.split} range {RAW_MIN}..{top}"
+            if top < RAW_MAX:
+                where += f" ({RAW_MAX} = anomaly, test split only)"
+            check_values(raw, np.arange(RAW_MIN, top + 1), path, where)
         return raw.astype(np.int64) - 1
 
 
@@ -181,12 +217,14 @@ class StreetHazardsDataModule(SegmentationDataModule):
     def __init__(
         self,
         index: str = "auto",
+        allow_external_paths: bool = False,
         **common: Any,
     ):
         super().__init__(**common)
         if index not in ("auto", "odgt", "scan"):
             raise ConfigError(f"data.index={index!r}: expected auto, odgt or scan")
         self.index = index
+        self.allow_external_paths = bool(allow_external_paths)
 
     def check_root(self) -> None:
         if self.root is None:
@@ -199,4 +237,15 @@ class StreetHazardsDataModule(SegmentationDataModule):
             raise DataError(f"data.root={self.root} has no train/ or test/ folder{extra}; {DOWNLOAD_HINT}")
 
     def build_dataset(self, split: str) -> StreetHazardsDataset:
-        return StreetHazardsDataset(self.root, split, None, index=self.index, skip_bad_samples=self.skip_bad_samples)
+        return StreetHazardsDataset(self.root, split, None, index=self.index, skip_bad_samples=self.skip_bad_samples,
+                                    allow_external_paths=self.allow_external_paths)
+
+
+def _check_inside(path: Path, split_dir: Path, odgt: Path, index: int) -> None:
+    """Refuse an odgt path that leaves the split folder (absolute elsewhere, or ``../``)."""
+    inside = os.path.abspath(split_dir)
+    if os.path.commonpath([inside, os.path.abspath(path)]) != inside:
+        raise DataError(
+            f"{odgt}: entry {index} points outside {split_dir} ({path}); a file of another split (e.g. a test image in "
+            f"train.odgt) is data leakage. Fix: list files under {split_dir}, or set data.allow_external_paths=true if intended"
+        )

@@ -418,7 +418,10 @@ def generate_streethazards(
 
     def check_existing() -> bool:
         if is_complete(root):
-            meta = json.loads((root / "synthetic.json").read_text())
+            try:
+                meta = json.loads((root / "synthetic.json").read_text())
+            except ValueError:
+                raise DataError(f"{root / 'synthetic.json'}: corrupt (not JSON). Fix: delete {root} to regenerate it") from None
             want = {"generator_version": GENERATOR_VERSION, **p}
             if meta != want:
                 raise DataError(
@@ -434,6 +437,8 @@ def generate_streethazards(
     with _locked(root.parent / f".{root.name}.lock"):
         if check_existing():  # another process finished while we waited
             return root
+        for stale in root.parent.glob(f".{root.name}.tmp-*"):  # left by a killed generator (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
         try:
             _write_tree(tmp, p)
@@ -458,9 +463,13 @@ def ensure_synthetic(root: str | os.PathLike | None = None, **params: int) -> Pa
 
 
 class SyntheticStreetHazardsDataModule(StreetHazardsDataModule):
-    """StreetHazards datamodule on the synthetic dataset (generated in ``prepare_data``; lazily in ``setup``).
+    """StreetHazards datamodule on the synthetic dataset.
 
-    ``root=None`` -> ``$HAZARDSEG_CACHE`` or ``~/.cache/hazardseg`` / ``synthetic_streethazards-v<ver>-<hash>``.
+    ``root=None`` (the default) -> ``$HAZARDSEG_CACHE`` or ``~/.cache/hazardseg`` /
+    ``synthetic_streethazards-v<ver>-<hash>``, generated there on first use. An explicit ``root`` must
+    already hold a synthetic dataset: data is generated only where the user asked for the default,
+    never as a fallback for a folder that does not exist (that would report metrics on data the user
+    never meant, e.g. after a typo in ``data.root``).
     """
 
     name = "synthetic_streethazards"
@@ -480,17 +489,40 @@ class SyntheticStreetHazardsDataModule(StreetHazardsDataModule):
         **common: Any,
     ):
         self.gen_params = _params(n_train, n_val, n_test, width, height, seed)
-        target = Path(root).expanduser() if root not in (None, "", "null") else default_cache_dir() / dataset_id(**self.gen_params)
+        self.generate = root in (None, "", "null")
+        target = default_cache_dir() / dataset_id(**self.gen_params) if self.generate else Path(root).expanduser()
         super().__init__(root=target, **common)
         self.generation_seconds: float | None = None
 
     def prepare_data(self) -> None:
-        if not is_complete(self.root):
+        if not self.generate:
+            self.check_explicit_root()
+        elif not is_complete(self.root):
             t0 = time.perf_counter()
-            generate_streethazards(self.root, **self.gen_params)
+            try:
+                generate_streethazards(self.root, **self.gen_params)
+            except OSError as err:
+                raise DataError(
+                    f"cannot write the synthetic dataset to {self.root} ({err.strerror or type(err).__name__}). "
+                    f"Fix: export HAZARDSEG_CACHE=/a/writable/folder"
+                ) from None
             self.generation_seconds = time.perf_counter() - t0
         else:
             generate_streethazards(self.root, **self.gen_params)  # validates the parameters
+
+    def check_explicit_root(self) -> None:
+        root = self.root
+        default = f"drop data.root to use the generated default (in $HAZARDSEG_CACHE, now {default_cache_dir()})"
+        if is_complete(root):
+            generate_streethazards(root, **self.gen_params)  # validates the parameters; generates nothing
+        elif not root.exists():
+            raise DataError(f"data.root={root}: folder not found. The synthetic dataset is only generated at its default "
+                            f"location. Fix: {default}, or point data.root to an existing dataset")
+        elif (root / "train").is_dir() or (root / "test").is_dir():
+            raise DataError(f"data.root={root} looks like a real StreetHazards folder (train/, test/), but the synthetic "
+                            f"dataset is selected. Fix: select it with data=streethazards data.root={root}")
+        else:
+            raise DataError(f"data.root={root} holds no synthetic dataset (no synthetic.json). Fix: {default}")
 
     def setup(self, stage: str | None = None) -> None:
         if not is_complete(self.root):

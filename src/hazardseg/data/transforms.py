@@ -12,6 +12,8 @@ Training pipeline (each step switchable from ``data.augment``)::
                                      # ignore_index (or PAD_LABEL=255 when there is none, which the loss
                                      # ignores). scale without crop is a ConfigError
     RandomHorizontalFlip             # hflip
+    PasteOutliers                    # data.outliers.enabled (hazardseg.data.outliers): uint8, after the
+                                     # geometry, before the jitter so that scene and objects are re-lit alike
     ColorJitter(b, c, s)             # color_jitter
     ToDtype(float32, scale) + Normalize(ImageNet)
 
@@ -20,7 +22,7 @@ Eval pipeline: Resize(image_size) + ToDtype + Normalize.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -137,8 +139,12 @@ def _finish() -> list[Any]:
 
 
 def build_train_transform(
-    image_size: Sequence[int], augment: Mapping[str, Any] | None, ignore_index: int | None
+    image_size: Sequence[int],
+    augment: Mapping[str, Any] | None,
+    ignore_index: int | None,
+    outliers: Callable[[Any], Any] | None = None,
 ) -> v2.Compose:
+    """``outliers``: a ready outlier-paste transform (``hazardseg.data.outliers.build_paste_transform``) or None."""
     size = parse_image_size(image_size)
     aug = parse_augment(augment)
     ops: list[Any] = []
@@ -151,6 +157,8 @@ def build_train_transform(
         ops.append(v2.RandomCrop(size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: fill_mask}))
     if aug["hflip"]:
         ops.append(v2.RandomHorizontalFlip(0.5))
+    if outliers is not None:
+        ops.append(outliers)
     if aug["color_jitter"] is not None:
         b, c, s = aug["color_jitter"]
         ops.append(v2.ColorJitter(brightness=b, contrast=c, saturation=s))

@@ -1,5 +1,7 @@
 from hazardseg.models.aux_head import AuxSegmentationHead
 from hazardseg.models.distance_head import DistanceHead
+from hazardseg.models.head import Head
+from hazardseg.models.outputs import SegmentationOutput, features_to_input
 from hazardseg.models.segmentation_net import SegmentationNet
 
-__all__ = ["AuxSegmentationHead", "DistanceHead", "SegmentationNet"]
+__all__ = ["AuxSegmentationHead", "DistanceHead", "Head", "SegmentationNet", "SegmentationOutput", "features_to_input"]

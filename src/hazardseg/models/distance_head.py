@@ -1,7 +1,8 @@
 """Distance-to-prototype classification head: ``logits = -||f - p_c||^2 / (2 * temperature)``.
 
 Used by the "DeepLabV3+ with a distance head" systems: pixels far from every class prototype get
-uniformly low logits, which entropy / max-logit scorers then flag as anomalous.
+uniformly low logits, which entropy / max-logit scorers then flag as anomalous. Configure it under
+the name ``logits`` (``model.heads.logits``) to replace the linear classifier.
 """
 
 from __future__ import annotations
@@ -9,13 +10,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from hazardseg.models.head import Head
 
-class DistanceHead(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, embed_dim: int = 64, temperature: float = 1.0):
-        super().__init__()
-        self.embed = nn.Conv2d(in_channels, embed_dim, 1)
-        self.prototypes = nn.Parameter(torch.randn(num_classes, embed_dim) * 0.1)
-        self.temperature = temperature
+
+class DistanceHead(Head):
+    def __init__(self, embed_dim: int = 64, temperature: float = 1.0, in_stage: int | None = None,
+                 training_only: bool = False):
+        super().__init__(in_stage, training_only)
+        self.embed_dim, self.temperature = embed_dim, temperature
+
+    def build(self, in_channels: int, num_classes: int) -> None:
+        self.embed = nn.Conv2d(in_channels, self.embed_dim, 1)
+        self.prototypes = nn.Parameter(torch.randn(num_classes, self.embed_dim) * 0.1)
 
     def forward(self, features: Tensor) -> Tensor:
         emb = self.embed(features)  # (N, D, H, W)

@@ -1,22 +1,24 @@
-"""An SMP architecture plus the two things SMP lacks: an auxiliary segmentation head on an encoder
-stage, and a swappable classification head (linear 1x1 conv, or distance-to-prototype).
+"""An SMP architecture plus configured heads (:mod:`hazardseg.models.head`).
 
-``forward`` returns a dict so scorers can use more than logits:
-``logits`` (N,K,H,W) at input size, ``features`` (decoder output), and in training ``aux_logits``.
+``forward`` follows the contract in :mod:`hazardseg.models.outputs`: ``logits`` at input size,
+``features`` (the decoder output) with their ``feature_stride``, and one entry per head.
+Inputs of any size work: they are padded to the encoder's stride and every output is cropped back.
 """
 
 from __future__ import annotations
 
-import torch.nn.functional as F
+from collections.abc import Mapping
+
 import segmentation_models_pytorch as smp
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hazardseg.errors import ConfigError
-from hazardseg.models.aux_head import AuxSegmentationHead
-from hazardseg.models.distance_head import DistanceHead
+from hazardseg.models.head import Head
+from hazardseg.models.outputs import RESERVED_KEYS, SegmentationOutput
 from hazardseg.models.weights import check_download_possible, is_local_weights, load_local_encoder_weights
 
-HEADS = ("linear", "distance")
+CLASSIFIER_HEAD = "logits"  # a head under this name replaces SMP's linear classifier
 
 
 class SegmentationNet(nn.Module):
@@ -26,26 +28,26 @@ class SegmentationNet(nn.Module):
         num_classes: int = 13,
         encoder_name: str = "resnet18",
         encoder_weights: str | None = None,
-        head: str = "linear",
-        aux_stage: int | None = None,
+        heads: Mapping[str, Head] | None = None,
         freeze_encoder: bool = False,
         **arch_kwargs,
     ):
         super().__init__()
+        self.num_classes = num_classes
         self.net = _build_smp(arch, num_classes, encoder_name, encoder_weights, arch_kwargs)
         self.pad_multiple = _input_multiple(self.net)
-        if head == "distance":
-            in_ch = self.net.segmentation_head[0].in_channels
-            self.net.segmentation_head = nn.Sequential(
-                DistanceHead(in_ch, num_classes), *list(self.net.segmentation_head)[1:]
-            )
-        elif head != "linear":
-            raise ConfigError(f"model.head={head!r}: unknown head. Fix: one of {HEADS}.")
-        self.aux_stage = aux_stage
-        self.aux_head = None
-        if aux_stage is not None:
-            in_ch = self.net.encoder.out_channels[aux_stage]
-            self.aux_head = AuxSegmentationHead(in_ch, num_classes)
+        decoder_channels = self.net.segmentation_head[0].in_channels
+        self.heads = nn.ModuleDict()
+        for name, head in (heads or {}).items():
+            head = _check_head(name, head)
+            in_channels = decoder_channels if head.in_stage is None else _stage_channels(self.net, name, head.in_stage)
+            head.build(in_channels, num_classes)
+            if name == CLASSIFIER_HEAD:
+                if head.in_stage is not None or head.training_only:
+                    raise ConfigError("model.heads.logits replaces the classifier: it must read the decoder (in_stage: null) and not be training_only")
+                self.net.segmentation_head[0] = head  # keeps SMP's upsampling of the logits
+            else:
+                self.heads[name] = head
         if freeze_encoder:
             self.net.encoder.requires_grad_(False)
 
@@ -53,19 +55,45 @@ class SegmentationNet(nn.Module):
     def encoder(self) -> nn.Module:
         return self.net.encoder
 
-    def forward(self, image: Tensor) -> dict[str, Tensor]:
+    def output_names(self, training: bool) -> set[str]:
+        """Keys :meth:`forward` returns in training (``True``) or eval mode."""
+        return set(RESERVED_KEYS) | {n for n, h in self.heads.items() if training or not h.training_only}
+
+    def forward(self, image: Tensor) -> SegmentationOutput:
         size = image.shape[-2:]
-        image = _pad_to_multiple(image, self.pad_multiple)
-        stages = self.net.encoder(image)
+        padded = _pad_to_multiple(image, self.pad_multiple)
+        stages = self.net.encoder(padded)
         features = self.net.decoder(stages)
-        logits = self.net.segmentation_head(features)
-        out = {"logits": _crop(logits, size), "features": features}
-        # The aux head is deep supervision only: skipped at inference, so exported models never pay for it.
-        if self.aux_head is not None and self.training:
-            aux = self.aux_head(stages[self.aux_stage])
-            out["aux_logits"] = F.interpolate(aux, size=image.shape[-2:], mode="bilinear", align_corners=False)
-            out["aux_logits"] = _crop(out["aux_logits"], size)
+        stride = padded.shape[-1] // features.shape[-1]
+        out: SegmentationOutput = {
+            "logits": _crop(self.net.segmentation_head(features), size),
+            "features": features,
+            "feature_stride": stride,
+        }
+        for name, head in self.heads.items():
+            if head.training_only and not self.training:
+                continue  # deep supervision only: inference never pays for it
+            if head.in_stage is None:  # upsampled exactly like the logits (SMP's upsampling module)
+                value = self.net.segmentation_head[1](head(features))
+            else:
+                value = F.interpolate(head(stages[head.in_stage]), size=padded.shape[-2:], mode="bilinear", align_corners=False)
+            out[name] = _crop(value, size)
         return out
+
+
+def _check_head(name: str, head: object) -> Head:
+    if not isinstance(head, Head):
+        raise ConfigError(f"model.heads.{name}: expected a hazardseg.models.Head (a `_target_` entry), got {type(head).__name__}")
+    if name in RESERVED_KEYS and name != CLASSIFIER_HEAD:
+        raise ConfigError(f"model.heads.{name}: '{name}' is a reserved output name; choose another head name")
+    return head
+
+
+def _stage_channels(model: nn.Module, name: str, stage: int) -> int:
+    channels = model.encoder.out_channels
+    if not -len(channels) <= stage < len(channels):
+        raise ConfigError(f"model.heads.{name}.in_stage={stage}: the encoder has stages 0..{len(channels) - 1} (or -1..-{len(channels)})")
+    return channels[stage]
 
 
 def _build_smp(arch: str, num_classes: int, encoder_name: str, weights: str | None, kwargs: dict) -> nn.Module:

@@ -50,6 +50,7 @@ def build_scorers(cfg_scorer: Mapping[str, Any] | None) -> dict[str, Scorer]:
             raise ConfigError(f"scorer.{name}: {cause}".replace("\n", " ")) from e
         if not isinstance(scorer, Scorer):
             raise ConfigError(f"scorer.{name}: {entry['_target_']} built a {type(scorer).__name__}, not a Scorer")
+        scorer.hparams = dict(entry)  # what its fitted statistics depend on (cache key)
         scorers[str(name)] = scorer
     return scorers
 

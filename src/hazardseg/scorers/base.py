@@ -1,26 +1,27 @@
 """Common interface of anomaly scorers (in the spirit of pytorch-ood's ``Detector``).
 
-A scorer maps a segmentation network's per-pixel outputs to an anomaly map where *higher means
-more anomalous*:
+A scorer maps a segmentation network's outputs (the dict of :mod:`hazardseg.models.outputs`) to an
+anomaly map where *higher means more anomalous*:
 
-    scorer(logits)            # (N, C, H, W) -> (N, H, W) float32
-    scorer(logits, features)  # feature-based heads also get the decoder features (N, D, H, W)
+    scorer(outputs)           # {"logits": (N,C,H,W), "features": ..., <head>: ...} -> (N, H, W) float32
+    scorer(logits)            # shorthand for scorer({"logits": logits})
+
+Post-hoc scorers implement ``score(logits, features)``; scorers of trained anomaly heads override
+``score_outputs(outputs)`` to read their head's entry (e.g. ``outputs["void"]``).
 
 Scorers that need training statistics set ``requires_fit = True`` and implement ``fit``, which
-consumes an iterable of ``{"logits": (N,C,H,W), "features"?: (N,D,H,W), "mask"?: (N,H,W) long}``
-batches *streaming* (accumulate per-batch sums; never hold all outputs) and stores the result in
-registered buffers, so ``state_dict()`` / ``load_state_dict()`` (and ``torch.save`` /
-``torch.load(weights_only=True)``) persist it.
+consumes an iterable of network outputs on training images (each dict also holds ``mask`` (N,H,W))
+*streaming* (accumulate per-batch sums; never hold all outputs), sums the accumulators over DDP
+ranks with the given ``reduce`` and stores the result in registered buffers, so ``state_dict()`` /
+``load_state_dict()`` (and ``torch.save`` / ``torch.load(weights_only=True)``) persist it.
 
-Adding a feature-based scorer (e.g. Mahalanobis/cosine distance to class prototypes) needs no
-interface change: it is one subclass that reads ``features`` in ``score`` and in ``fit``
-(accumulate per-class feature sums keyed by the predicted or ground-truth class), plus one YAML in
-``conf/scorer/``.
+A new scorer is one subclass plus one YAML in ``conf/scorer/``.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -30,8 +31,9 @@ from hazardseg.errors import DataError, NotFittedError
 class Scorer(nn.Module):
     """Maps a segmentation network's outputs to an anomaly map, higher = more anomalous.
 
-    Subclasses implement :meth:`score` (called with float32 inputs); :meth:`forward` adds the
-    fitted-check and the dtype contract, so every scorer behaves the same under AMP.
+    Subclasses implement :meth:`score` (float32 logits/features) or :meth:`score_outputs` (the whole
+    output dict); :meth:`forward` adds the fitted-check and the dtype contract, so every scorer behaves
+    the same under AMP.
     """
 
     requires_fit: ClassVar[bool] = False
@@ -39,24 +41,35 @@ class Scorer(nn.Module):
     fit_version: ClassVar[int] = 1
     name: ClassVar[str] = "scorer"  # short name used in error messages
 
-    def forward(self, logits: Tensor, features: Tensor | None = None) -> Tensor:
+    def forward(self, outputs: Mapping[str, Any] | Tensor, features: Tensor | None = None) -> Tensor:
+        if isinstance(outputs, Tensor):
+            outputs = {"logits": outputs, "features": features}
         if not self.is_fitted:
             raise NotFittedError(
                 f"scorer '{self.name}' has no fitted statistics: call fit() on training outputs "
                 "(the pipeline does this automatically) or load saved statistics"
             )
+        logits = outputs["logits"]
         if logits.ndim != 4:
             raise ValueError(f"scorer '{self.name}': expected logits (N,C,H,W), got {tuple(logits.shape)}")
+        return self.score_outputs(outputs).float()
+
+    def score_outputs(self, outputs: Mapping[str, Any]) -> Tensor:
+        """Network outputs -> (N, H, W) anomaly map; the default calls :meth:`score` in float32."""
         # bf16/fp16 logits lose too much precision in softmax/logsumexp: always compute in fp32.
-        feats = None if features is None else features.float()
-        return self.score(logits.float(), feats).float()
+        features = outputs.get("features")
+        return self.score(outputs["logits"].float(), None if features is None else features.float())
 
     def score(self, logits: Tensor, features: Tensor | None) -> Tensor:
-        """(N, C, H, W) float32 logits -> (N, H, W) anomaly map."""
+        """(N, C, H, W) float32 logits (and decoder features, if any) -> (N, H, W) anomaly map."""
         raise NotImplementedError
 
-    def fit(self, outputs: Iterable[dict[str, Tensor]]) -> "Scorer":
-        """Estimate statistics from training outputs; stateless scorers do nothing."""
+    def fit(self, outputs: Iterable[Mapping[str, Any]], reduce: Callable[[Tensor], Tensor] | None = None) -> "Scorer":
+        """Estimate statistics from network outputs on training images; stateless scorers do nothing.
+
+        ``reduce`` sums a tensor over DDP ranks (identity on one process); apply it to the streamed
+        accumulators before turning them into statistics, so every rank ends with the same statistics.
+        """
         return self
 
     @property
@@ -72,7 +85,7 @@ class Scorer(nn.Module):
 
 def batch_logits(batch: Any, scorer_name: str) -> Tensor:
     """Pull float32 ``logits`` (N,C,H,W) out of one ``fit`` item, with a clear error otherwise."""
-    if not isinstance(batch, dict) or "logits" not in batch:
+    if not isinstance(batch, Mapping) or "logits" not in batch:
         raise DataError(
             f"scorer '{scorer_name}'.fit: each item must be a dict with a 'logits' tensor (N,C,H,W); "
             f"got {type(batch).__name__}"

@@ -8,7 +8,8 @@ Reference: github.com/shjung13/Standardized-max-logits (``calculate_statistics.p
 from __future__ import annotations
 
 import warnings
-from typing import Any, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -58,7 +59,7 @@ class SML(Scorer):
         return self.class_mean.numel() > 0
 
     @torch.no_grad()
-    def fit(self, outputs: Iterable[dict[str, Tensor]]) -> "SML":
+    def fit(self, outputs: Iterable[Mapping[str, Any]], reduce: Callable[[Tensor], Tensor] | None = None) -> "SML":
         count = total = total_sq = None
         for batch in outputs:
             logits = batch_logits(batch, self.name)
@@ -72,6 +73,8 @@ class SML(Scorer):
             _accumulate(logits, count, total, total_sq)
         if count is None:
             raise DataError("scorer 'sml'.fit: got no batches; fit needs the network's outputs on training images")
+        if reduce is not None:  # sum the streamed accumulators over DDP ranks
+            count, total, total_sq = reduce(count), reduce(total), reduce(total_sq)
         self._set_statistics(count, total, total_sq)
         return self
 

@@ -1,8 +1,28 @@
-"""Stateless logit/softmax scorers. All return *higher = more anomalous*."""
+"""Stateless logit/softmax scorers. All return *higher = more anomalous*.
+
+Resolution at the confident end. A well-trained segmenter gives normal pixels ``1 - max softmax``
+of 1e-9..1e-4. In float32, ``-max softmax`` then collapses: every pixel with ``1 - p < 6e-8``
+becomes exactly ``-1.0`` and the rest sit on a few hundred float32 values just above ``-1``, so
+any float32 metric (ours, sklearn, torchmetrics, pytorch-ood) ties pixels that the paper's
+definition orders. Scorers here therefore return a *monotone transform* of the paper's score
+whenever the plain formula loses resolution, computed from the logits without cancellation:
+
+=========  ===================================  ==============================================
+scorer     returns                              same ranking (float64) as
+=========  ===================================  ==============================================
+msp        ``log(1 - max softmax)``             ``-max softmax`` (Hendrycks & Gimpel 2017)
+maxlogit   ``-max logit``                       itself (exact in float32)
+entropy    softmax entropy, cancellation-free   itself
+energy     ``-T logsumexp(l / T)``              itself
+=========  ===================================  ==============================================
+
+AUROC, AUPR and FPR95 depend on the ranking only, so they equal the paper's numbers.
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from hazardseg.errors import ConfigError
@@ -10,16 +30,33 @@ from hazardseg.scorers.base import Scorer
 
 
 class MSP(Scorer):
-    """Negated maximum softmax probability, ``-max_c softmax(l)_c`` (Hendrycks & Gimpel, ICLR 2017)."""
+    """Maximum softmax probability (Hendrycks & Gimpel, ICLR 2017), scored as ``log(1 - max softmax)``.
+
+    The paper's score is ``-max_c p_c``; ``log(1 - p_max)`` is a strictly increasing function of
+    it, so the ranking -- and with it AUROC/AUPR/FPR95 -- is the paper's, but it keeps its
+    resolution where ``-p_max`` rounds to ``-1.0`` in float32 (``1 - p_max < 6e-8``, i.e. most
+    pixels of a well-trained model). Values lie in ``[-inf, log(1 - 1/C)]``; ``-inf`` only when
+    every other class has probability exactly 0 (``-inf`` logits).
+
+    Computed from the logits without forming ``p``: with ``m`` the max logit and ``r`` the
+    logsumexp of the other logits, ``1 - p_max = e^(r-m) / (1 + e^(r-m))``, so
+    ``log(1 - p_max) = logsigmoid(r - m)``. Exactly one argmax is excluded from ``r``, so a tied
+    maximum counts as another class (two tied classes: ``1 - p_max = 1/2``).
+    """
 
     name = "msp"
 
     def score(self, logits: Tensor, features: Tensor | None) -> Tensor:
-        return -torch.softmax(logits, dim=1).amax(dim=1)
+        top, argmax = logits.max(dim=1, keepdim=True)
+        others = logits.scatter(1, argmax, float("-inf")).logsumexp(dim=1)
+        return F.logsigmoid(others - top.squeeze(1))
 
 
 class MaxLogit(Scorer):
-    """Negated maximum logit, ``-max_c l_c`` (Hendrycks et al., "Scaling OOD detection", ICML 2022)."""
+    """Negated maximum logit, ``-max_c l_c`` (Hendrycks et al., "Scaling OOD detection", ICML 2022).
+
+    Exact in float32 (a max of float32 values), so the ranking is the paper's at any confidence.
+    """
 
     name = "maxlogit"
 
@@ -28,21 +65,35 @@ class MaxLogit(Scorer):
 
 
 class Entropy(Scorer):
-    """Softmax entropy ``-sum_c p_c log p_c``; uses log_softmax so tiny p do not underflow to log 0."""
+    """Softmax entropy ``H = -sum_c p_c log p_c`` (as in Chan, Rottmann & Gottschalk, ICCV 2021).
+
+    Not computed as ``-sum p * log_softmax``: for a confident pixel ``log p_max`` rounds to 0 in
+    float32 once ``1 - p_max < 6e-8``, dropping the ``~(1 - p_max)`` term of the max class and
+    distorting the ranking by a few percent of ``H``. With ``m`` the max logit,
+    ``d_j = m - l_j >= 0`` and ``S = sum_{j != argmax} e^(-d_j)``, the same quantity is
+    ``H = log1p(S) + sum_{j != argmax} e^(-d_j) d_j / (1 + S)``: a sum of non-negative terms,
+    accurate to float32 rounding for any confidence. ``-inf`` logits contribute 0.
+    """
 
     name = "entropy"
 
     def score(self, logits: Tensor, features: Tensor | None) -> Tensor:
-        logp = torch.log_softmax(logits, dim=1)
-        p = logp.exp()
-        # p == 0 (e.g. a -inf logit) contributes 0, not 0 * -inf = nan.
-        return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(dim=1)
+        top, argmax = logits.max(dim=1, keepdim=True)
+        gap = top - logits
+        weight = torch.exp(-gap).scatter_(1, argmax, 0.0)  # e^(l_j - m), the argmax itself excluded
+        others = weight.sum(dim=1)
+        # weight == 0 where gap == inf (a -inf logit): 0 * inf would be nan, its true term is 0
+        spread = torch.where(weight > 0, weight * gap, 0.0).sum(dim=1)
+        return torch.log1p(others) + spread / (1 + others)
 
 
 class Energy(Scorer):
     """Free energy ``E(x) = -T * logsumexp(l / T)`` (Liu et al., NeurIPS 2020).
 
-    In-distribution pixels have *lower* energy, so E itself is the anomaly score.
+    In-distribution pixels have *lower* energy, so E itself is the anomaly score. float32 keeps
+    E to ~1e-7 relative (``logsumexp`` subtracts the max first): pixels of a confident model
+    differ mostly in the max logit, which float32 resolves, so the ranking matches the float64
+    one up to swaps of pixels whose energies differ by less than one float32 step.
     """
 
     name = "energy"

@@ -1,5 +1,5 @@
-"""Lightning callbacks and plugins that keep long runs safe: atomic checkpoints, a checkpoint on
-SIGTERM (SLURM pre-emption), and RNG state in checkpoints so a resumed run matches an uninterrupted one."""
+"""Callbacks and plugins that keep long runs safe: atomic checkpoints, a checkpoint on SIGTERM (SLURM
+pre-emption), and RNG state in checkpoints so a resumed run matches an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint as _ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -49,13 +50,30 @@ class RNGStateCheckpoint(L.Callback):
 
 
 class PreemptionCheckpoint(L.Callback):
-    """On SIGTERM (what SLURM sends before pre-emption), Lightning raises SIGTERMException inside the
-    loop; we write ``last.ckpt`` before the process exits so ``resume=auto`` can continue."""
+    """On SIGTERM (what SLURM sends before pre-emption) Lightning raises SIGTERMException inside the loop,
+    on SIGINT (Ctrl-C) KeyboardInterrupt; we write ``last.ckpt`` before the process exits so that
+    re-running the command (``resume=auto``) continues."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.state.fn == "fit" and not trainer.fast_dev_run:
             trainer.save_checkpoint(self.path)
-            print(f"[hazardseg] SIGTERM: saved {self.path}; re-run the same command to resume.", flush=True)
+            signal = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT"
+            print(f"[hazardseg] {signal}: saved {self.path}; re-run the same command to resume.", flush=True)
+
+
+class ModelCheckpoint(_ModelCheckpoint):
+    """Lightning's ModelCheckpoint for the model store, except that
+    - a ``fast_dev_run`` never writes ``last.ckpt`` (Lightning's ``on_train_end`` saves it regardless,
+      which would drop a smoke run's weights into the model store);
+    - no "directory exists and is not empty" warning: a store folder holds the previous attempt's
+      checkpoints by design (resume, ``reuse=false``)."""
+
+    def _ModelCheckpoint__warn_if_dir_not_empty(self, dirpath) -> None:  # name-mangled private hook
+        return None
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not trainer.fast_dev_run:
+            super().on_train_end(trainer, pl_module)

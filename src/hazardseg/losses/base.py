@@ -1,0 +1,123 @@
+"""Losses as a configured mapping of weighted terms (``loss.terms.<name>``), summed by :class:`CompositeLoss`.
+
+Every term reads the network's outputs (contract: :mod:`hazardseg.models.outputs`) and the batch, and
+returns an unweighted scalar; :class:`CompositeLoss` weights and sums them and reports each term.
+Terms see one target convention, whatever the dataset's own ignore label:
+
+- ``0 .. K-1``: known classes;
+- :data:`IGNORE_LABEL` (255): not trained on (the dataset's ignore label, crop padding);
+- :data:`OUTLIER_LABEL` (254): pixels of pasted outlier objects (``data.outliers``). Plain
+  cross-entropy ignores them; outlier-exposure terms train on them.
+
+A new training method is one :class:`LossTerm` subclass in its own file plus one ``conf/loss/<name>.yaml``
+that lists its terms (and the heads and outlier data it needs). Terms are a mapping rather than a
+list so that a command line can change one of them: ``loss.terms.aux.weight=0.2``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from hazardseg.data.transforms import OUTLIER_LABEL, PAD_LABEL
+from hazardseg.errors import ConfigError
+
+IGNORE_LABEL = PAD_LABEL
+
+
+class LossTerm(nn.Module):
+    """One term of the loss. ``output`` names the network output it reads (default ``logits``)."""
+
+    def __init__(self, weight: float = 1.0, output: str = "logits"):
+        super().__init__()
+        self.weight = float(weight)
+        self.output = output
+
+    def forward(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> Tensor:
+        """Unweighted scalar; ``batch["mask"]`` follows the convention in the module docstring."""
+        raise NotImplementedError
+
+    @property
+    def uses_outliers(self) -> bool:
+        """True for terms that learn from OUTLIER_LABEL pixels (they need ``data.outliers``)."""
+        return False
+
+    def check(self, num_classes: int) -> None:
+        """Called once at start with the dataset's class count: raise ConfigError (``<kwarg>=...: ...``)
+        for options that do not fit it, instead of failing at the first training step."""
+
+    def extra_repr(self) -> str:
+        return f"weight={self.weight}, output={self.output!r}"
+
+
+class CompositeLoss(nn.Module):
+    """``sum_t weight_t * term_t(outputs, batch)``; returns ``{"loss": total, <term>: value, ...}``.
+
+    Args:
+        terms: name -> :class:`LossTerm` (instantiated from ``loss.terms``).
+        ignore_index: the dataset's ignore label (``data.ignore_index``), mapped to IGNORE_LABEL.
+    """
+
+    def __init__(self, terms: Mapping[str, LossTerm], ignore_index: int | None = None):
+        super().__init__()
+        if not terms:
+            raise ConfigError("loss.terms is empty; give at least one term, e.g. loss=ce")
+        for name, term in terms.items():
+            if not isinstance(term, LossTerm):
+                raise ConfigError(f"loss.terms.{name}: expected a hazardseg.losses.LossTerm (a `_target_` entry), got {type(term).__name__}")
+        self.terms = nn.ModuleDict(dict(terms))
+        self.ignore_index = ignore_index
+
+    @property
+    def required_outputs(self) -> dict[str, str]:
+        """term name -> network output it reads (checked against the model's heads at start)."""
+        return {name: term.output for name, term in self.terms.items()}
+
+    @property
+    def uses_outliers(self) -> bool:
+        return any(term.uses_outliers for term in self.terms.values())
+
+    def check(self, num_classes: int) -> None:
+        for name, term in self.terms.items():
+            try:
+                term.check(num_classes)
+            except ConfigError as err:
+                raise ConfigError(f"loss.terms.{name}.{err}") from None
+
+    def forward(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        batch = {**batch, "mask": self.normalise_target(batch["mask"])}
+        values = {name: term(outputs, batch) for name, term in self.terms.items()}
+        values["loss"] = sum(self.terms[name].weight * value for name, value in values.items())
+        return values
+
+    def normalise_target(self, mask: Tensor) -> Tensor:
+        if self.ignore_index is None or self.ignore_index == IGNORE_LABEL:
+            return mask
+        return mask.masked_fill(mask == self.ignore_index, IGNORE_LABEL)
+
+
+def inliers(target: Tensor) -> Tensor:
+    """Pixels of known classes (neither ignored nor outliers)."""
+    return (target != IGNORE_LABEL) & (target != OUTLIER_LABEL)
+
+
+def outliers(target: Tensor) -> Tensor:
+    return target == OUTLIER_LABEL
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean over ``mask``; an empty mask gives a zero that still carries the graph (DDP-safe)."""
+    return values[mask].mean() if bool(mask.any()) else values.sum() * 0.0
+
+
+def class_target(target: Tensor) -> Tensor:
+    """Target for ``F.cross_entropy(ignore_index=IGNORE_LABEL)`` over known classes: outliers ignored."""
+    return target.masked_fill(target == OUTLIER_LABEL, IGNORE_LABEL)
+
+
+def as_float(x: Tensor) -> Tensor:
+    # bf16/fp16 logits lose too much precision in log_softmax/logsumexp: losses are computed in fp32.
+    return x.float() if x.dtype != torch.float64 else x
