@@ -291,10 +291,12 @@ class AnomalyBenchmarkDataModule(SegmentationDataModule):
     dataset_class: ClassVar[type[AnomalyBenchmarkDataset]] = AnomalyBenchmarkDataset
 
     # --- test-only behaviour --------------------------------------------------------------------
-    def _refuse(self, what: str) -> ConfigError:
+    @classmethod
+    def refuse(cls, what: str) -> ConfigError:
+        """The one-line error for anything that needs a split these benchmarks do not have (``train.py`` included)."""
         return ConfigError(
-            f"data={self.name} is a test-only anomaly benchmark: it has no {what}; train on another dataset and "
-            f"evaluate its checkpoint with `python eval.py ckpt_path=... data={self.name}`"
+            f"data={cls.name} is a test-only anomaly benchmark: it has no {what}; train on another dataset and "
+            f"evaluate its checkpoint with `python eval.py ckpt_path=... data={cls.name}`"
         )
 
     def check_root(self) -> None:
@@ -305,13 +307,13 @@ class AnomalyBenchmarkDataModule(SegmentationDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", "validate"):
-            raise self._refuse("training or validation split (setup('fit'))")
+            raise self.refuse("training or validation split (setup('fit'))")
         self.check_root()
         self._get("test")
 
     def build_dataset(self, split: str) -> AnomalyBenchmarkDataset:
         if split != "test":
-            raise self._refuse(f"{split} split")
+            raise self.refuse(f"{split} split")
         frames, missing = self.build_frames()
         if not frames:
             raise DataError(
@@ -326,7 +328,7 @@ class AnomalyBenchmarkDataModule(SegmentationDataModule):
 
     def dataset(self, split: str = "test", train_transform: bool = False) -> AnomalyBenchmarkDataset:
         if split != "test" or train_transform:
-            raise self._refuse(f"{split} split")
+            raise self.refuse(f"{split} split")
         return self._get("test").with_transform(self.eval_transform)  # type: ignore[return-value]
 
     @property
@@ -334,13 +336,13 @@ class AnomalyBenchmarkDataModule(SegmentationDataModule):
         return self._get("test").frames
 
     def train_dataloader(self):
-        raise self._refuse("training split")
+        raise self.refuse("training split")
 
     def val_dataloader(self):
-        raise self._refuse("validation split")
+        raise self.refuse("validation split")
 
     def fit_dataloader(self):
-        raise self._refuse(
+        raise self.refuse(
             "training split to fit scorer statistics on (fit them on the checkpoint's own training data)"
         )
 

@@ -362,6 +362,9 @@ class SegmentationDataModule(L.LightningDataModule):
 
             self.val_transform = build_proxy_transform(self.image_size, self.val_outliers, val_outliers_seed)
         self.datasets: dict[str, SegmentationDataset] = {}
+        # Where scorer statistics are fitted when this datamodule is only the test data of an eval run on
+        # another dataset (set by pipeline.evaluate: the checkpoint's training data); None = this one.
+        self.scorer_fit_data: SegmentationDataModule | None = None
         self._fit_dataset: SegmentationDataset | None = None
 
     # --- to implement -----------------------------------------------------------------------
