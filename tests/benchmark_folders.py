@@ -66,6 +66,15 @@ def laf_fid(scene: str, seq: int, frame: int) -> str:
     return f"{scene}_{seq:06d}_{frame:06d}"
 
 
+LAF_SCENES = ["01_Hanns_Klemm_Str_45", "02_Hanns_Klemm_Str_44", "10_Schlossberg_9", "15_Rechbergstr_Deckenpfronn"]
+
+
+def laf_test_fids() -> list[str]:
+    """1203 frame ids (the size of the real test split), including the known-object sequences."""
+    fids = [laf_fid(scene, seq, 10 * k) for scene in LAF_SCENES for seq in range(10) for k in range(30)]
+    return sorted(fids)[:1203] + [laf_fid("02_Hanns_Klemm_Str_44", 99, k) for k in range(3)]
+
+
 def lost_and_found_folder(root: Path, split: str, fids: Sequence[str], size: tuple[int, int] = (64, 32),
                           ext: str = ".png", seed: int = 0, labels: bool = True, same_content: bool = False) -> Path:
     """``leftImg8bit/<split>/<scene>/<fid>_leftImg8bit.png`` and ``gtCoarse/<split>/<scene>/<fid>_gtCoarse_labelIds.png``

@@ -15,6 +15,7 @@ from PIL import Image
 from benchmark_folders import (
     fishyscapes_folder,
     laf_fid,
+    laf_test_fids,
     lost_and_found_folder,
     road_anomaly_folder,
     save_image,
@@ -193,19 +194,10 @@ def test_obstacle_track_subsets_follow_the_benchmark(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # LostAndFound
 # ---------------------------------------------------------------------------------------------
-LAF_SCENES = ["01_Hanns_Klemm_Str_45", "02_Hanns_Klemm_Str_44", "10_Schlossberg_9", "15_Rechbergstr_Deckenpfronn"]
-
-
-def _laf_test_fids() -> list[str]:
-    """1203 frame ids (the size of the real test split), including the known-object sequences."""
-    fids = [laf_fid(scene, seq, 10 * k) for scene in LAF_SCENES for seq in range(10) for k in range(30)]
-    return sorted(fids)[:1203] + [laf_fid("02_Hanns_Klemm_Str_44", 99, k) for k in range(3)]
-
-
 @pytest.fixture(scope="module")
 def laf_full(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("laf") / "LostAndFound"
-    fids = _laf_test_fids()
+    fids = laf_test_fids()
     assert len(fids) == 1203
     return lost_and_found_folder(root, "test", fids, size=(8, 4), same_content=True)
 
@@ -213,7 +205,7 @@ def laf_full(tmp_path_factory) -> Path:
 def test_lost_and_found_test_no_known_is_the_smiyc_definition(laf_full):
     dm = LostAndFoundDataModule(root=laf_full)
     dm.setup("test")
-    all_fids = sorted(_laf_test_fids())
+    all_fids = sorted(laf_test_fids())
     invalid = {all_fids[i] for i in LAF_INVALID_TEST_POSITIONS}
     want = [f for f in all_fids if f not in invalid and not f.startswith(LAF_KNOWN_OBJECT_PREFIXES)]
     assert [f.name for f in dm.frames] == want
