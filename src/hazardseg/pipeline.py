@@ -423,7 +423,8 @@ def write_results(run_dir: Path, results: dict[str, Any]) -> None:
     rows = results.get("scorers") or []
     if rows:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        fields = list(dict.fromkeys(k for row in rows for k in row))  # a metric that is undefined for one scorer
+        writer = csv.DictWriter(buffer, fieldnames=fields)  # (no predicted component: PPV) is left out of its row
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(run_dir / "scorers.csv", buffer.getvalue())
