@@ -20,6 +20,7 @@ from hydra.utils import get_class
 
 from benchmark_folders import fishyscapes_folder, laf_test_fids, lost_and_found_folder, road_anomaly_folder, smiyc_folder
 from conftest import CONF, REPO, TINY_DATA, TINY_TRAIN
+from hazardseg.data import LostAndFoundDataModule
 from hazardseg.data.anomaly_benchmarks import FISHY_LAF_VAL
 from hazardseg.errors import ConfigError, DataError
 from hazardseg.metrics import BenchmarkEvaluator, read_score_map
@@ -117,7 +118,7 @@ def test_anomaly_benchmarks_preset_composes_every_benchmark():
 def _benchmark_roots(root: Path) -> dict[str, str]:
     """Format-faithful tiny folders of the five benchmarks, as environment variables of their data configs."""
     laf = root / "LostAndFound"
-    lost_and_found_folder(laf, "test", laf_test_fids(), size=(32, 16), same_content=True)  # test_no_known: 1043 frames
+    lost_and_found_folder(laf, "test", laf_test_fids(), size=(32, 16), same_content=True)  # test_no_known
     lost_and_found_folder(laf, "train", list(FISHY_LAF_VAL), size=(32, 16), same_content=True)
     obstacle = [(f"{scene}_obj{i}_{i}", (96, 54), i % 2 == 0) for i, scene in enumerate(["gravel", "snowstorm1", "paving"])]
     return {
@@ -131,7 +132,8 @@ def _benchmark_roots(root: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_multirun_over_the_five_benchmarks_gives_one_dataset_by_scorer_report(trained, tmp_path):
-    env = {**os.environ, **_benchmark_roots(tmp_path / "data"), "PYTHONPATH": str(REPO / "src")}
+    roots = _benchmark_roots(tmp_path / "data")
+    env = {**os.environ, **roots, "PYTHONPATH": str(REPO / "src")}
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
         [sys.executable, str(REPO / "eval.py"), "-m", f"ckpt_path={trained['checkpoint']}", f"data={','.join(BENCHMARKS)}",
@@ -145,4 +147,6 @@ def test_multirun_over_the_five_benchmarks_gives_one_dataset_by_scorer_report(tr
     report = (sweep / "sweep_report.md").read_text()
     assert "SMIYC leaderboard's convention" in report and "| fishyscapes_laf | sml |" in report.replace("data=", "")
     laf = next(Path(r["run_dir"]) for r in rows if r["dataset"] == "lost_and_found")
-    assert json.loads((laf / "results.json").read_text())["benchmark"]["msp"]["num_scored_frames"] == 1043  # test_no_known
+    test_no_known = LostAndFoundDataModule(root=roots["LAF_ROOT"])
+    test_no_known.setup("test")
+    assert json.loads((laf / "results.json").read_text())["benchmark"]["msp"]["num_scored_frames"] == len(test_no_known.frames)
