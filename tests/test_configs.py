@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -49,6 +51,8 @@ def test_loss_options(make_cfg, option):
     cfg = make_cfg([f"loss={option}", "model.decoder_channels=16"])
     loss, net = instantiate(cfg.loss), instantiate(cfg.model).train()
     check_loss_outputs(loss, net)  # every term reads an output the model produces
+    if loss.needs_class_counts:  # class-balanced terms: the pipeline passes the training split's counts
+        loss.set_class_counts(list(range(100, 100 + cfg.data.num_classes)))
     image, mask = torch.randn(2, 3, 64, 64), torch.randint(0, 13, (2, 64, 64))
     terms = loss(net(image), {"image": image, "mask": mask})
     assert torch.isfinite(terms["loss"]) and terms["loss"] > 0
@@ -64,8 +68,12 @@ def test_optim_options(make_cfg, option):
     cfg = make_cfg([f"optim={option}"])
     module = Segmenter(SegmentationNet(num_classes=3, decoder_channels=16), torch.nn.Identity(),
                        OmegaConf.to_container(cfg.optim, resolve=True), num_classes=3)
+    # what a Trainer tells schedules over the whole run (null total_steps / total_iters)
+    module._trainer = SimpleNamespace(estimated_stepping_batches=40, max_epochs=4)
     opt = module.configure_optimizers()
-    assert opt["optimizer"].param_groups[0]["lr"] == pytest.approx(cfg.optim.optimizer.lr)
+    group = opt["optimizer"].param_groups[0]
+    # the configured LR: the start LR, or the peak of a one-cycle schedule (which starts at peak / div_factor)
+    assert group.get("max_lr", group["lr"]) == pytest.approx(cfg.optim.optimizer.lr)
     assert opt["lr_scheduler"]["monitor"] == "val/miou"
 
 

@@ -39,6 +39,7 @@ from hazardseg.data import (
     voc_palette,
 )
 from hazardseg.data.base import load_index_mask
+from hazardseg.errors import ConfigError
 from hazardseg.data.cityscapes import LABELS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,11 +183,10 @@ def test_dataloader_modes(synth):
     dm.setup("fit")
     train = dm.train_dataloader()
     assert train.drop_last and len(train) == 2  # 8 samples, batch 3
-    torch.manual_seed(0)
     names_a = [n for b in train for n in b["name"]]
-    torch.manual_seed(1)
-    names_b = [n for b in dm.train_dataloader() for n in b["name"]]
-    assert names_a != names_b  # shuffled
+    train.sampler.set_epoch(1)  # what Lightning does before every epoch
+    names_b = [n for b in train for n in b["name"]]
+    assert names_a != names_b  # reshuffled every epoch
     assert all(b["image"].shape[-2:] == (18, 32) for b in dm.train_dataloader())
     fit = list(dm.fit_dataloader())
     fit_names = [n for b in fit for n in b["name"]]
@@ -201,6 +201,59 @@ def test_dataloader_with_workers(synth):
     dm.setup("test")
     names = [n for b in dm.test_dataloader() for n in b["name"]]
     assert names == [e["fpath_img"] for e in read_odgt(synth / "test" / "test.odgt")]
+
+
+def _epochs(dm, epochs=(0, 1)) -> list[list[torch.Tensor]]:
+    loader = dm.train_dataloader()
+    out = []
+    for epoch in epochs:
+        loader.sampler.set_epoch(epoch)  # what Lightning does before every epoch
+        out.append([t for b in loader for t in (b["image"], b["mask"])])
+    return out
+
+
+def test_training_batches_do_not_depend_on_workers_or_global_rng(synth):
+    """Augmentation is a function of (train_seed, epoch, index): same batches with 0 or 2 persistent
+    workers, whatever the global RNG holds, and the global RNG is not consumed."""
+    aug = {"scale": [0.5, 2.0], "crop": True, "hflip": True, "color_jitter": [0.3, 0.3, 0.3]}
+    dm0 = _dm(synth, augment=aug, train_seed=3)
+    dm0.setup("fit")
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    reference = _epochs(dm0)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert not all(torch.equal(a, b) for a, b in zip(*reference))  # a new epoch, new augmentations
+    dm2 = _dm(synth, augment=aug, train_seed=3, num_workers=2, persistent_workers=True)
+    dm2.setup("fit")
+    torch.manual_seed(1)
+    for ref, got in zip(reference, _epochs(dm2)):
+        assert all(torch.equal(a, b) for a, b in zip(ref, got))
+    resumed = _epochs(dm2, epochs=(1,))[0]  # a fresh loader starting at epoch 1 (a resume)
+    assert all(torch.equal(a, b) for a, b in zip(reference[1], resumed))
+    other = _dm(synth, augment=aug, train_seed=4)
+    other.setup("fit")
+    assert not all(torch.equal(a, b) for a, b in zip(reference[0], _epochs(other, (0,))[0]))
+
+
+def test_ddp_ranks_share_one_permutation_and_augmentation(synth):
+    """Under DDP each rank takes its share of the (seed, epoch) permutation; a sample's augmentation is
+    the same whichever rank loads it."""
+    from hazardseg.data.sampling import EpochSampler
+
+    aug = {"scale": [0.5, 2.0], "crop": True, "hflip": True, "color_jitter": [0.3, 0.3, 0.3]}
+    dm = _dm(synth, augment=aug, train_seed=3)
+    dm.setup("fit")
+    ds = dm.dataset("train", train_transform=True)
+    single = list(EpochSampler(ds, 3))
+    ranks = [list(EpochSampler(ds, 3, num_replicas=2, rank=r)) for r in (0, 1)]
+    assert sorted(single) == sorted(ranks[0] + ranks[1])
+    key = ranks[1][0]
+    assert torch.equal(ds[key]["image"], ds[single[single.index(key)]]["image"])
+
+
+def test_train_seed_is_validated(synth):
+    with pytest.raises(ConfigError, match="data.train_seed"):
+        _dm(synth, train_seed=-1)
 
 
 def test_scan_index_equals_odgt(synth):
@@ -538,8 +591,9 @@ def test_yaml_configs_match_constructors(name, tmp_path, monkeypatch, make_cfg):
     import hydra.utils
 
     monkeypatch.setenv("HAZARDSEG_CACHE", str(tmp_path))
-    cfg = make_cfg([f"data={name}"]).data  # composed: the data/outliers group is merged into data.outliers
+    cfg = make_cfg([f"data={name}", "seed=7"]).data  # composed: the data/outliers group is merged into data.outliers
     assert cfg.outliers.enabled is False and cfg.val_outliers.enabled is False
+    assert cfg.train_seed == 7  # the top-level seed
     cls = hydra.utils.get_class(cfg._target_)
     assert set(cfg) - {"_target_"} == constructor_params(cls)
     for key in ("num_classes", "ignore_index", "root", "augment", "image_size"):

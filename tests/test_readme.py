@@ -32,6 +32,12 @@ STAND_IN_ROOT = re.compile(r"^(/data/StreetHazards|/path/to/[^ ]*|/path)$")
 NOT_RUNNABLE = {
     "pip install": "installs packages: changes the environment and needs the network",
     "pytest": "runs the test suite itself (from inside a test it would recurse)",
+    "python -m hazardseg.data.coco_outliers": "needs a COCO download; runs on a generated COCO-format set in test_outliers.py",
+    "python -m hazardseg.report": "needs a finished multirun folder; runs on one in test_report.py",
+    "python train.py -m hydra/launcher=slurm": "needs a SLURM cluster; the preset runs through submitit's local executor "
+                                               "in test_launchers.py",
+    "python train.py -m hydra/launcher=ray": "needs hydra-ray-launcher (installed apart, see README) and a Ray cluster; "
+                                             "runs on a local Ray in test_launchers.py where installed",
 }
 
 

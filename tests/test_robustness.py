@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import open_dict
 
 from conftest import REPO, TINY_DATA, model_entries
 from hazardseg.errors import ConfigError
@@ -22,6 +23,9 @@ RESUME_ARGS = [
     *TINY_DATA, "data.n_train=16", "trainer.max_epochs=4", "trainer.deterministic=true", "logger=none",
     "trainer.enable_progress_bar=false", "model.decoder_channels=16", "scorer=msp",
 ]
+
+
+WORKERS = ["data.num_workers=2", "data.persistent_workers=true"]
 
 
 def _popen(args: list[str], cwd: Path) -> subprocess.Popen:
@@ -48,9 +52,11 @@ def _last_ckpt(cwd: Path) -> list[Path]:
 
 
 def test_sigkill_then_rerun_resumes_and_matches_uninterrupted_run(tmp_path):
+    """Killed and resumed with 2 persistent loader workers == uninterrupted without workers: augmentation
+    is a function of (seed, epoch, index), not of the workers' RNG streams."""
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     straight.mkdir(), interrupted.mkdir()
-    proc = _popen(RESUME_ARGS, interrupted)
+    proc = _popen([*RESUME_ARGS, *WORKERS], interrupted)
     _wait_for(lambda: bool(_last_ckpt(interrupted)))  # epoch 0 finished and checkpointed
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -60,7 +66,7 @@ def test_sigkill_then_rerun_resumes_and_matches_uninterrupted_run(tmp_path):
     assert killed_epoch < 3
 
     time.sleep(1.1)  # a new Hydra run dir (timestamped per second)
-    rerun = _popen(RESUME_ARGS, interrupted)
+    rerun = _popen([*RESUME_ARGS, *WORKERS], interrupted)
     out, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, out[-3000:]
     assert "resuming interrupted training" in out
@@ -75,6 +81,20 @@ def test_sigkill_then_rerun_resumes_and_matches_uninterrupted_run(tmp_path):
     for key in ("test/miou", "test/pixel_acc", "test/msp/aupr", "test/msp/auroc", "test/msp/fpr95"):
         assert resumed["metrics"][key] == pytest.approx(reference["metrics"][key], abs=1e-6), key
     assert resumed["trained"]["best_val_miou"] == pytest.approx(reference["trained"]["best_val_miou"], abs=1e-6)
+
+
+def test_loader_workers_do_not_change_results(make_cfg, tmp_path):
+    """The same training with 0 and with 2 persistent workers gives the same model and test metrics."""
+    results = {}
+    for workers in (0, 2):
+        cfg = make_cfg([*RESUME_ARGS, "trainer.max_epochs=2", "data.n_train=8", "eval.panels=0",
+                        f"data.num_workers={workers}", "data.persistent_workers=true"], run=f"workers{workers}")
+        with open_dict(cfg):  # num_workers is not part of the training hash: one store each, or it is reused
+            cfg.paths.model_store = str(tmp_path / f"models{workers}")
+        results[workers] = train(cfg)
+    assert results[2]["trained"]["epochs"] == 2
+    for key in ("test/miou", "test/pixel_acc", "test/msp/aupr", "test/msp/auroc", "test/msp/fpr95"):
+        assert results[2]["metrics"][key] == pytest.approx(results[0]["metrics"][key], abs=1e-6), key
 
 
 def test_sigterm_writes_a_checkpoint_before_exiting(tmp_path):

@@ -12,10 +12,14 @@ from omegaconf import OmegaConf
 
 from hazardseg.errors import ConfigError, DataError, NotFittedError
 from hazardseg.scorers import MSP, SML, Energy, Entropy, MaxLogit, Scorer, build_scorers
+from hazardseg.scorers.densehybrid import DenseHybrid
+from hazardseg.scorers.mahalanobis import Mahalanobis
 from hazardseg.scorers.postprocess import BoundarySuppression, DilatedSmoothing, find_boundaries
+from hazardseg.scorers.void import VoidProbability
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-SCORER_CLASSES = {"msp": MSP, "maxlogit": MaxLogit, "entropy": Entropy, "energy": Energy, "sml": SML}
+SCORER_CLASSES = {"msp": MSP, "maxlogit": MaxLogit, "entropy": Entropy, "energy": Energy, "sml": SML,
+                  "mahalanobis": Mahalanobis, "void": VoidProbability, "densehybrid": DenseHybrid}
 
 # Two pixels (N=1, C=3, H=1, W=2): a peaked one (1, 2, 3) and a uniform one (0, 0, 0).
 LOGITS = torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]]).reshape(1, 3, 1, 2)
@@ -401,11 +405,19 @@ def _compose(overrides: list[str]):
         return compose(config_name=None, overrides=overrides)
 
 
+def _outputs() -> dict:
+    """Network outputs with every entry some scorer reads (features at stride 4, trained heads), plus a mask."""
+    return {"logits": torch.randn(2, 5, 12, 12), "features": torch.randn(2, 8, 3, 3), "feature_stride": 4,
+            "void": torch.randn(2, 1, 12, 12), "ood": torch.randn(2, 1, 12, 12),
+            # every class fills some 4x4 block (feature cell): Mahalanobis sees every class
+            "mask": (torch.arange(18) % 5).reshape(2, 3, 3).repeat_interleave(4, 1).repeat_interleave(4, 2)}
+
+
 def _run(scorers: dict[str, Scorer]) -> None:
-    logits = torch.randn(2, 5, 12, 12)
+    outputs = _outputs()
     for scorer in scorers.values():
-        scorer.fit([{"logits": torch.randn(2, 5, 12, 12)}])
-        out = scorer(logits)
+        scorer.fit([_outputs()])
+        out = scorer(outputs)
         assert out.shape == (2, 12, 12) and torch.isfinite(out).all()
 
 
@@ -430,7 +442,7 @@ def test_yaml_exposes_knobs() -> None:
 def test_multiple_and_all_compose() -> None:
     assert list(_compose(["+scorer=[msp,sml]"]).scorer) == ["msp", "sml"]
     cfg = _compose(["+scorer=all"])
-    assert list(cfg.scorer) == ["msp", "maxlogit", "entropy", "energy", "sml"]
+    assert list(cfg.scorer) == ["msp", "maxlogit", "entropy", "energy", "sml", "mahalanobis", "void", "densehybrid"]
     scorers = build_scorers(cfg.scorer)
     assert {k: type(v) for k, v in scorers.items()} == SCORER_CLASSES
     _run(scorers)
@@ -443,7 +455,7 @@ def test_group_override_from_a_primary_config(tmp_path: Path) -> None:
     with initialize_config_dir(config_dir=str(tmp_path), version_base="1.3"):
         assert list(compose("train").scorer) == ["msp"]
         assert list(compose("train", overrides=["scorer=[msp,sml]"]).scorer) == ["msp", "sml"]
-        assert len(compose("train", overrides=["scorer=all"]).scorer) == 5
+        assert len(compose("train", overrides=["scorer=all"]).scorer) == len(SCORER_CLASSES)
 
 
 def test_build_scorers_errors() -> None:

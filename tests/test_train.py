@@ -169,3 +169,21 @@ def test_crop_padding_is_not_learned_as_a_class(make_cfg):
     logits = torch.randn(*batch["mask"].shape[:1], 13, *batch["mask"].shape[1:])
     expected = torch.nn.functional.cross_entropy(logits.permute(0, 2, 3, 1)[~padded], batch["mask"][~padded])
     assert loss({"logits": logits}, batch)["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_balanced_loss_and_one_cycle_schedule_take_their_values_from_the_run(make_cfg):
+    """class_weights: inverse_sqrt comes from the TRAIN split's class report; OneCycleLR's total_steps and
+    max_lr left null become this run's optimizer steps and parameter-group LRs."""
+    from hazardseg.losses.cross_entropy import balanced_class_weights
+
+    cfg = make_cfg(TINY_DATA + TINY_TRAIN + ["optim=adamw_onecycle", "loss.terms.ce.class_weights=inverse_sqrt",
+                                             "trainer.max_epochs=2", "test_after_fit=false"])
+    results = train(cfg)
+    counts = results["class_distribution"]["train"]["counts"]
+    assert results["class_weights"]["ce"] == pytest.approx(balanced_class_weights("inverse_sqrt", counts).tolist(), abs=1e-4)
+    (last,) = list(Path(cfg.paths.model_store).glob("*/checkpoints/last.ckpt"))
+    ckpt = torch.load(last, weights_only=True)
+    (schedule,) = ckpt["lr_schedulers"]
+    steps = 2 * (8 // 4)  # 2 epochs of 8 training images in batches of 4
+    assert schedule["total_steps"] == steps and schedule["last_epoch"] == steps
+    assert [g["max_lr"] for g in ckpt["optimizer_states"][0]["param_groups"]] == [cfg.optim.optimizer.lr] * 2  # decoder, encoder

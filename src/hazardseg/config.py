@@ -107,6 +107,10 @@ def size_pair(null: bool = False) -> Spec:
     return _nullable(spec, null)
 
 
+def one_of(*specs: Spec) -> Spec:
+    return Spec(" or ".join(s.expected for s in specs), specs[0].example, lambda v: any(s.accepts(v) for s in specs))
+
+
 FOLDER = Spec("a folder where files can be written", "/a/writable/folder", lambda v: isinstance(v, str) and v != "")
 
 
@@ -143,6 +147,7 @@ SCHEMA: tuple[Rule, ...] = (
     Rule("data.num_classes", integer(lo=1, null=True, example=13)),
     Rule("data.ignore_index", integer(lo=0, null=True, example=255)),
     Rule("data.skip_bad_samples", boolean()),
+    Rule("data.train_seed", integer(lo=0, example=0), fix="set seed=<int >= 0> (data.train_seed follows it) or data.train_seed=<int>"),
     Rule("data.allow_external_paths", boolean()),
     Rule("data.pin_memory", boolean()),
     Rule("data.persistent_workers", boolean(null=True)),
@@ -161,7 +166,8 @@ SCHEMA: tuple[Rule, ...] = (
     Rule("loss.terms.*.weight", number(example=1.0)),
     Rule("loss.terms.*.output", text(example="logits")),
     Rule("loss.terms.*.label_smoothing", number(lo=0, lt=1, example=0.1)),
-    Rule("loss.terms.*.class_weights", numbers(lo=0, null=True, example="[w_0,...,w_K-1] (one per class)")),
+    Rule("loss.terms.*.class_weights", one_of(numbers(lo=0, null=True, example="[w_0,...,w_K-1] (one per class)"),
+                                              choice("inverse_sqrt", "enet"))),
     Rule("loss.terms.*.focal_gamma", number(lo=0, example=2.0)),
     Rule("optim.optimizer.lr", number(gt=0, example="1e-4")),
     Rule("optim.optimizer.weight_decay", number(lo=0, example=0.0)),

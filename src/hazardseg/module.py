@@ -24,6 +24,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 
 from hazardseg.errors import ConfigError, HazardsegError
 
+# Scheduler arguments that mean "length of the run" (OneCycleLR, PolynomialLR / LinearLR, CosineAnnealingLR).
+RUN_LENGTH_KEYS = ("total_steps", "total_iters", "T_max")
 METRIC_IGNORE = 255  # label used inside the metrics for "not scored" (dataset ignore + anomaly pixels)
 
 
@@ -119,7 +121,7 @@ class Segmenter(L.LightningModule):
         optimizer = _build("optim.optimizer", cfg["optimizer"], self._param_groups(cfg))
         result: dict[str, Any] = {"optimizer": optimizer}
         if cfg.get("scheduler") is not None:
-            scheduler = _build("optim.scheduler", cfg["scheduler"], optimizer)
+            scheduler = _build("optim.scheduler", self._run_scheduler_cfg(cfg, optimizer), optimizer)
             monitor, interval = cfg.get("monitor", "val/miou"), cfg.get("interval", "epoch")
             frequency = int(cfg.get("frequency", 1))
             plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
@@ -130,6 +132,25 @@ class Segmenter(L.LightningModule):
                 frequency = math.lcm(frequency, int(getattr(self._trainer, "check_val_every_n_epoch", None) or 1))
             result["lr_scheduler"] = {"scheduler": scheduler, "monitor": monitor, "interval": interval, "frequency": frequency}
         return result
+
+    def _run_scheduler_cfg(self, cfg, optimizer) -> dict:
+        """Schedules over the whole run (OneCycleLR, PolynomialLR, ...) with their length or peak LR left
+        ``null`` get this run's values: the number of scheduler steps (optimizer steps for
+        ``interval: step``, epochs for ``interval: epoch``) and each parameter group's LR (so that
+        ``encoder_lr_scale`` holds). A config cannot know the steps per epoch of a dataset."""
+        sched = dict(cfg["scheduler"])
+        trainer = self._trainer  # None in the dry run before training (pipeline.preflight): any length will do
+        for key in RUN_LENGTH_KEYS:
+            if key in sched and sched[key] is None:
+                per_step = cfg.get("interval", "epoch") == "step"
+                if trainer is None:
+                    sched[key] = 1
+                else:
+                    sched[key] = int(trainer.estimated_stepping_batches) if per_step else int(trainer.max_epochs)
+        if "max_lr" in sched and sched["max_lr"] is None:
+            sched["max_lr"] = [group["lr"] for group in optimizer.param_groups]
+            sched["_convert_"] = "all"  # a plain list: OneCycleLR divides its items
+        return sched
 
     def _param_groups(self, cfg) -> list[dict]:
         # Fine-tuning recipes use a lower LR for a pretrained encoder than for the fresh decoder/heads.

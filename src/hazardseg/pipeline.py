@@ -53,6 +53,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     choices = hydra_choices()
     meta = {"config": training_config(cfg), "train_hash": entry.hash, "data_env": env_sources(cfg.data), "choices": choices}
     module = build_module(cfg, cfg, datamodule, meta)
+    check_outlier_data(module.loss, datamodule)
     check_objective(cfg.get("objective"), module, datamodule)  # before training: a bad objective is a one-line error now
     results: dict[str, Any] = {"task": "train", "train_hash": entry.hash, "choices": choices}
     loggers = instantiate_loggers(cfg.logger)
@@ -60,9 +61,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         module.checkpoint_meta["trained_in"] = run_refs(loggers)  # eval runs of this checkpoint link back to this run
         trainer = build_trainer(cfg, loggers)
         preflight(module, datamodule)
-        if cfg.eval.get("class_distribution", True):
-            results["class_distribution"] = class_report(datamodule, Path(cfg.paths.model_store) / "class_distribution",
-                                                         smoke=bool(trainer.fast_dev_run))
+        balanced = module.loss.needs_class_counts  # class-balanced loss terms: weights from the TRAINING split only
+        if cfg.eval.get("class_distribution", True) or balanced:
+            report = class_report(datamodule, Path(cfg.paths.model_store) / "class_distribution", smoke=bool(trainer.fast_dev_run))
+            if cfg.eval.get("class_distribution", True):
+                results["class_distribution"] = report
+            if balanced:
+                set_class_weights(module.loss, report, datamodule.num_classes, results)
         ckpt = fit_or_reuse(cfg, trainer, module, datamodule, entry, results)
         if ckpt is not None:
             load_net_weights(module, ckpt)
@@ -201,7 +206,7 @@ def build_module(train_cfg: DictConfig, run_cfg: DictConfig, datamodule, meta: d
         net=net,
         loss=loss,
         optim=OmegaConf.to_container(train_cfg.optim, resolve=True),
-        scorers=build_scorers(run_cfg.get("scorer")),
+        scorers=applicable_scorers(build_scorers(run_cfg.get("scorer")), net),
         checkpoint_meta=meta,
         num_classes=trained_on.num_classes,
         ignore_index=datamodule.ignore_index,
@@ -209,6 +214,29 @@ def build_module(train_cfg: DictConfig, run_cfg: DictConfig, datamodule, meta: d
         class_names=list(trained_on.class_names),
         semantic_labels=getattr(datamodule, "semantic_labels", True),
     )
+
+
+def applicable_scorers(scorers: dict[str, Any], net) -> dict[str, Any]:
+    """Drop (with a note) scorers that read a head this model does not have, e.g. ``void`` after ``loss=ce``:
+    ``scorer=all`` then works after training any method, and reports what it could score."""
+    available = net.output_names(training=False)
+    kept = {}
+    for name, scorer in scorers.items():
+        missing = [o for o in getattr(scorer, "required_outputs", ()) if o not in available]
+        if missing:
+            print(f"[hazardseg] scorer '{name}' skipped: it reads the network output '{missing[0]}', which this model "
+                  f"does not produce (a loss option that trains it adds model.heads.{missing[0]})", flush=True)
+        else:
+            kept[name] = scorer
+    return kept
+
+
+def check_outlier_data(loss, datamodule) -> None:
+    """Outlier-exposure terms need pasted outliers: without them they would train on nothing, silently."""
+    if getattr(loss, "uses_outliers", False) and getattr(datamodule, "outliers", None) is None:
+        terms = [name for name, term in loss.terms.items() if term.uses_outliers]
+        raise ConfigError(f"loss.terms.{terms[0]} learns from pasted outlier pixels, but data.outliers.enabled is false. "
+                          f"Fix: data.outliers.enabled=true (the loss options set it), or a loss without outlier terms (loss=ce).")
 
 
 def check_loss_outputs(loss, net) -> None:
@@ -339,6 +367,22 @@ def class_report(datamodule, cache_dir: Path | None, smoke: bool = False) -> dic
             save_json(cache, report)
     say("[hazardseg] class distribution (% of labelled pixels):\n" + format_distribution(report))
     return report
+
+
+def set_class_weights(loss, report: dict[str, Any] | None, num_classes: int, results: dict[str, Any]) -> None:
+    """Give class-balanced loss terms the training split's class counts; print and record their weights.
+    A smoke run (no class report) trains with uniform weights: it checks the plumbing, not the numbers."""
+    if report is None:
+        say("[hazardseg] class-balanced loss: uniform class weights in a fast_dev_run (no pass over the training masks)")
+        counts = [1] * num_classes
+    else:
+        counts = report["train"]["counts"]
+    loss.set_class_counts(counts)
+    weights = {name: [round(float(w), 4) for w in term.class_weights]
+               for name, term in loss.terms.items() if getattr(term, "class_weights", None) is not None}
+    for name, values in weights.items():
+        say(f"[hazardseg] loss.terms.{name} class weights: {values}")
+    results["class_weights"] = weights
 
 
 def resolve_resume(cfg, entry: ModelEntry, module: Segmenter) -> str | None:

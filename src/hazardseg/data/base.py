@@ -12,6 +12,9 @@
   with the batch, so it reaches the main process even when workers load the data;
   :class:`SegDataLoader` adds it to ``dataset.bad_samples`` (the datamodule's ``bad_samples``
   aggregates over its splits; the pipeline lists them in results.json and the loggers).
+* Training samples are requested as :class:`~hazardseg.data.sampling.SampleKey` ``(index, epoch, seed)``
+  and augmented with torch's RNG seeded by that key alone (:mod:`hazardseg.data.sampling`): a run's
+  batches do not depend on ``num_workers``, persistent workers, DDP ranks or a resume.
 * :class:`SegmentationDataModule` is the common ``LightningDataModule`` base.
 """
 
@@ -34,6 +37,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 
+from hazardseg.data.sampling import EpochSampler, SampleKey, check_seed, sample_seed
 from hazardseg.errors import ConfigError, DataError, HazardsegError
 from hazardseg.data.workers import loader_workers
 from hazardseg.data.transforms import build_eval_transform, build_train_transform, parse_augment, parse_image_size
@@ -188,7 +192,16 @@ class SegmentationDataset(Dataset):
             "name": item.name,
         }
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | SampleKey) -> dict[str, Any]:
+        """Sample ``key``: a plain index (eval), or a :class:`SampleKey` whose random transforms draw
+        from torch's RNG seeded by the key alone, restored afterwards (``fork_rng``)."""
+        if not isinstance(key, SampleKey):
+            return self._single_threaded(int(key))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(key))
+            return self._single_threaded(key.index)
+
+    def _single_threaded(self, index: int) -> dict[str, Any]:
         # Per-sample tensor ops are tiny: intra-op threads only add contention (measured 20-200x slower
         # with 2 threads on a busy 2-core box). Workers already run single-threaded; do the same here.
         threads = torch.get_num_threads()
@@ -303,12 +316,15 @@ class SegmentationDataModule(L.LightningDataModule):
         outliers: Any = None,
         val_outliers: Any = None,
         val_outliers_seed: int = 0,
+        train_seed: int = 0,
     ):
         """``outliers``: the ``data.outliers`` config (see ``hazardseg.data.outliers``); when enabled, the
         TRAIN transform pastes outlier objects (label ``OUTLIER_LABEL``); test never does.
         ``val_outliers``: a paste config (same keys as ``outliers``) or transform that turns the VAL split
         into an anomaly proxy (the same objects every epoch; see :mod:`hazardseg.data.proxy`)."""
         super().__init__()
+        # Shuffle order and augmentation of every (epoch, training sample) derive from this seed only.
+        self.train_seed = check_seed(train_seed)
         self.root = None if root in (None, "", "null") else Path(str(root)).expanduser()
         self.image_size = parse_image_size(image_size or self.DEFAULT_IMAGE_SIZE)
         batch_size = self.DEFAULT_BATCH_SIZE if batch_size is None else batch_size
@@ -438,31 +454,42 @@ class SegmentationDataModule(L.LightningDataModule):
             out.update(ds.bad_samples)
         return out
 
-    def _loader(self, ds: SegmentationDataset, shuffle: bool) -> SegDataLoader:
+    def _loader(self, ds: SegmentationDataset, sampler: EpochSampler | None = None) -> SegDataLoader:
         workers = loader_workers(self.num_workers)  # launcher workers (joblib/loky) need an explicit start method
         return SegDataLoader(
             ds,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(ds) > self.batch_size,
+            sampler=sampler,
+            drop_last=sampler is not None and len(ds) > self.batch_size,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and workers["num_workers"] > 0,
             collate_fn=collate,
             **workers,
+            # Each new loader iterator draws its workers' base seed from this generator: a private one
+            # leaves the global RNG (restored on resume) untouched by how often loaders restart.
+            generator=torch.Generator().manual_seed(self.train_seed),
         )
 
     def train_dataloader(self) -> SegDataLoader:
-        return self._loader(self.dataset("train", train_transform=True), shuffle=True)
+        """Shuffled training batches, each sample a function of (``train_seed``, epoch, index)."""
+        ds = self.dataset("train", train_transform=True)
+        return self._loader(ds, EpochSampler(ds, self.train_seed, shuffle=True, **self._replica()))
 
     def val_dataloader(self) -> SegDataLoader:
-        return self._loader(self.dataset("val"), shuffle=False)
+        return self._loader(self.dataset("val"))
 
     def test_dataloader(self) -> SegDataLoader:
-        return self._loader(self.dataset("test"), shuffle=False)
+        return self._loader(self.dataset("test"))
 
     def fit_dataloader(self) -> SegDataLoader:
         """TRAIN split with eval transforms, not shuffled: for fitting post-hoc scorer statistics."""
-        return self._loader(self.dataset("train"), shuffle=False)
+        return self._loader(self.dataset("train"))
+
+    def _replica(self) -> dict[str, int]:
+        """This process's share of the training split under DDP (Lightning's sampler arguments)."""
+        trainer = getattr(self, "trainer", None)
+        kwargs = trainer.distributed_sampler_kwargs if trainer is not None else None
+        return {"num_replicas": int(kwargs["num_replicas"]), "rank": int(kwargs["rank"])} if kwargs else {}
 
     def fingerprint(self, stage: str = "fit", transforms: bool = True) -> dict[str, Any]:
         """What a computation on ``stage``'s data depends on, for cache keys: the dataset, its root, the

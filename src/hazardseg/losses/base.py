@@ -49,6 +49,14 @@ class LossTerm(nn.Module):
         """Called once at start with the dataset's class count: raise ConfigError (``<kwarg>=...: ...``)
         for options that do not fit it, instead of failing at the first training step."""
 
+    @property
+    def needs_class_counts(self) -> bool:
+        """True for terms whose configuration depends on the training split's class distribution."""
+        return False
+
+    def set_class_counts(self, counts) -> None:
+        """Receive the training split's per-class pixel counts (before training; see ``needs_class_counts``)."""
+
     def extra_repr(self) -> str:
         return f"weight={self.weight}, output={self.output!r}"
 
@@ -57,12 +65,14 @@ class CompositeLoss(nn.Module):
     """``sum_t weight_t * term_t(outputs, batch)``; returns ``{"loss": total, <term>: value, ...}``.
 
     Args:
-        terms: name -> :class:`LossTerm` (instantiated from ``loss.terms``).
+        terms: name -> :class:`LossTerm` (instantiated from ``loss.terms``); ``null`` entries are dropped,
+            so a recipe can switch off a term it inherits (``loss.terms.ce: null``).
         ignore_index: the dataset's ignore label (``data.ignore_index``), mapped to IGNORE_LABEL.
     """
 
     def __init__(self, terms: Mapping[str, LossTerm], ignore_index: int | None = None):
         super().__init__()
+        terms = {name: term for name, term in terms.items() if term is not None}  # `ce: null` drops an inherited term
         if not terms:
             raise ConfigError("loss.terms is empty; give at least one term, e.g. loss=ce")
         for name, term in terms.items():
@@ -86,6 +96,15 @@ class CompositeLoss(nn.Module):
                 term.check(num_classes)
             except ConfigError as err:
                 raise ConfigError(f"loss.terms.{name}.{err}") from None
+
+    @property
+    def needs_class_counts(self) -> bool:
+        return any(term.needs_class_counts for term in self.terms.values())
+
+    def set_class_counts(self, counts) -> None:
+        """Per-class pixel counts of the training split, for terms with class-balancing weights."""
+        for term in self.terms.values():
+            term.set_class_counts(counts)
 
     def forward(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> dict[str, Tensor]:
         batch = {**batch, "mask": self.normalise_target(batch["mask"])}

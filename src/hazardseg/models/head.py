@@ -7,7 +7,7 @@ then :meth:`Head.build` creates its layers once the network knows the input chan
     model:
       heads:
         aux:      {_target_: hazardseg.models.AuxSegmentationHead, in_stage: -2, training_only: true}
-        void:     {_target_: hazardseg.models.VoidHead}
+        void:     {_target_: hazardseg.models.pixel_head.PixelHead, out_channels: 1}   # loss=void
         logits:   {_target_: hazardseg.models.DistanceHead}   # the name ``logits`` replaces the classifier
 
 A new head is one subclass (``build`` + ``forward``) in its own file plus the YAML lines that add it.

@@ -7,7 +7,8 @@ anomaly map where *higher means more anomalous*:
     scorer(logits)            # shorthand for scorer({"logits": logits})
 
 Post-hoc scorers implement ``score(logits, features)``; scorers of trained anomaly heads override
-``score_outputs(outputs)`` to read their head's entry (e.g. ``outputs["void"]``).
+``score_outputs(outputs)`` to read their head's entry (e.g. ``outputs["void"]``) and name it in
+``required_outputs``, so that a model without that head skips them instead of failing.
 
 Scorers that need training statistics set ``requires_fit = True`` and implement ``fit``, which
 consumes an iterable of network outputs on training images (each dict also holds ``mask`` (N,H,W))
@@ -53,6 +54,15 @@ class Scorer(nn.Module):
         if logits.ndim != 4:
             raise ValueError(f"scorer '{self.name}': expected logits (N,C,H,W), got {tuple(logits.shape)}")
         return self.score_outputs(outputs).float()
+
+    @property
+    def required_outputs(self) -> tuple[str, ...]:
+        """Network outputs this scorer reads besides ``logits`` / ``features`` (e.g. a trained head's).
+
+        A model without them cannot be scored: the pipeline skips such a scorer with a note, so that
+        ``scorer=all`` works after training any method.
+        """
+        return ()
 
     def score_outputs(self, outputs: Mapping[str, Any]) -> Tensor:
         """Network outputs -> (N, H, W) anomaly map; the default calls :meth:`score` in float32."""
