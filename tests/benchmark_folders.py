@@ -153,3 +153,26 @@ def synthetic_scores(label: np.ndarray, seed: int, noise: float = 0.35, kind: st
     if kind == "saturated":
         return np.clip(1.5 * x - 0.2, 0, 1).astype(np.float32)
     raise ValueError(kind)
+
+
+def smiyc_anomaly_folder(root: Path) -> Path:
+    """Two labelled validation frames of different sizes and one private test frame."""
+    frames = [("validation0000", (160, 80), True), ("validation0001", (128, 72), True), ("test0000", (160, 80), False)]
+    return smiyc_folder(root / "dataset_AnomalyTrack", frames, blobs=2)
+
+
+def benchmark_roots(root: Path) -> dict[str, str]:
+    """Format-faithful tiny folders of the five benchmarks, as environment variables of their data configs."""
+    from hazardseg.data.anomaly_benchmarks import FISHY_LAF_VAL
+
+    laf = root / "LostAndFound"
+    lost_and_found_folder(laf, "test", laf_test_fids(), size=(32, 16), same_content=True)  # test_no_known
+    lost_and_found_folder(laf, "train", list(FISHY_LAF_VAL), size=(32, 16), same_content=True)
+    obstacle = [(f"{scene}_obj{i}_{i}", (96, 54), i % 2 == 0) for i, scene in enumerate(["gravel", "snowstorm1", "paving"])]
+    return {
+        "SMIYC_ANOMALY_ROOT": str(smiyc_anomaly_folder(root)),
+        "SMIYC_OBSTACLE_ROOT": str(smiyc_folder(root / "dataset_ObstacleTrack", obstacle, ext=".webp", blobs=2)),
+        "LAF_ROOT": str(laf),
+        "FISHYSCAPES_LAF_ROOT": str(fishyscapes_folder(root / "fishyscapes", FISHY_LAF_VAL, size=(32, 16))),
+        "ROAD_ANOMALY_ROOT": str(road_anomaly_folder(root / "RoadAnomaly", ["animals01", "cones02"], [(128, 72), (96, 54)])),
+    }
