@@ -22,12 +22,16 @@ from pathlib import Path
 
 import pytest
 
+from benchmark_folders import benchmark_roots
 from conftest import CONF, REPO, TINY_DATA, compose_config
 
 README = REPO / "README.md"
 # Generator parameters of TINY_DATA (the stand-in data folder and the tiny checkpoint use the same data).
 TINY_GENERATOR = dict(n_train=8, n_val=4, n_test=4, width=128, height=72, seed=0)
 STAND_IN_ROOT = re.compile(r"^(/data/StreetHazards|/path/to/[^ ]*|/path)$")
+# Test-only benchmarks: generated format-faithful folders, given as the variables their data configs read.
+BENCHMARK_ENV = {"smiyc_anomaly": "SMIYC_ANOMALY_ROOT", "smiyc_obstacle": "SMIYC_OBSTACLE_ROOT", "lost_and_found": "LAF_ROOT",
+                 "fishyscapes_laf": "FISHYSCAPES_LAF_ROOT", "road_anomaly": "ROAD_ANOMALY_ROOT"}
 
 NOT_RUNNABLE = {
     "pip install": "installs packages: changes the environment and needs the network",
@@ -84,7 +88,7 @@ def workspace(tmp_path_factory) -> dict:
                                    cwd / "outputs" / "train" / "runs" / "fixture", cwd / "outputs" / "models"))
     data = generate_streethazards(tmp_path_factory.mktemp("standin") / "StreetHazards", **TINY_GENERATOR)
     return {"cwd": cwd, "checkpoint": results["checkpoint"], "hash": results["train_hash"], "data": data,
-            "weights": tmp_path_factory.mktemp("weights")}
+            "weights": tmp_path_factory.mktemp("weights"), "benchmarks": benchmark_roots(tmp_path_factory.mktemp("benchmarks"))}
 
 
 def stand_in(command: str, ws: dict) -> list[str]:
@@ -95,11 +99,14 @@ def stand_in(command: str, ws: dict) -> list[str]:
     assert args[0] == "python" and args[1] in ("train.py", "eval.py"), f"README command not understood: {command}; " \
         f"make it runnable here or add it to NOT_RUNNABLE with the reason"
     script, overrides = args[1], args[2:]
+    benchmark = next((a.partition("=")[2] for a in overrides if a.startswith("data=") and a[5:] in BENCHMARK_ENV), None)
     out = []
     for arg in overrides:
         key, sep, value = arg.partition("=")
         if key == "ckpt_path" and (value == "..." or "<hash>" in value):
             value = value.replace("<hash>", ws["hash"]) if "<hash>" in value else ws["checkpoint"]
+        elif key == "data.root" and benchmark is not None:
+            value = ws["benchmarks"][BENCHMARK_ENV[benchmark]]
         elif key == "data.root" and STAND_IN_ROOT.match(value):
             value = str(ws["data"])
         elif key == "trainer" and value == "gpu" and not torch.cuda.is_available():
@@ -116,6 +123,8 @@ def stand_in(command: str, ws: dict) -> list[str]:
             out.append(f"model.encoder_weights={_encoder_file(cfg.model.encoder_name, ws['weights'])}")
     else:
         out += ["eval.fit_batches=1", "eval.panels=2"]
+        if not torch.cuda.is_available() and any(a.startswith("eval_preset=") for a in overrides):
+            out.append("trainer=cpu")  # the preset's GPU trainer, on the CPU here
     return [sys.executable, str(REPO / script), *out]
 
 
@@ -154,7 +163,7 @@ def test_every_readme_command_is_run_or_explained():
 @pytest.mark.parametrize("command", _params())
 def test_readme_command_runs_as_written(command, workspace):
     argv = stand_in(command, workspace)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **workspace["benchmarks"]}  # as a user exports them (README)
     env.pop("HAZARDSEG_MODEL_STORE", None)  # outputs/models of the workspace, as the README says
     proc = subprocess.run(argv, cwd=workspace["cwd"], env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{command}\n-> {' '.join(argv[1:])}\n{proc.stderr[-3000:]}"

@@ -203,20 +203,30 @@ def test_training_batch_of_one(make_cfg, model, refused):
 
 
 def test_eval_data_config_follows_the_environment_and_the_command_line(make_cfg, monkeypatch):
-    """STREETHAZARDS_ROOT moved after training: eval.py follows it; an explicit data.root wins."""
-    from hazardseg.pipeline import env_sources, eval_data_config
+    """STREETHAZARDS_ROOT moved after training: eval.py follows it; an explicit data.root wins; a data option
+    on the command line is the test data while the scorers fit on the model's own (moved) data."""
+    from hazardseg.pipeline import env_sources, eval_data_configs
+
+    def test_root(chosen=None):
+        test, fit = eval_data_configs(trained, meta, chosen)
+        assert test is fit
+        return test.root
 
     monkeypatch.setenv("STREETHAZARDS_ROOT", "/data/old")
     cfg = make_cfg(["data=streethazards"])
     assert env_sources(cfg.data) == {"root": "STREETHAZARDS_ROOT"}
     trained = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))  # checkpoints store it resolved
     meta = {"data_env": env_sources(cfg.data)}
-    assert eval_data_config(trained, meta, None).root == "/data/old"
+    assert test_root() == "/data/old"
     monkeypatch.setenv("STREETHAZARDS_ROOT", "/data/new")
-    assert eval_data_config(trained, meta, None).root == "/data/new"
-    assert eval_data_config(trained, meta, OmegaConf.create({"root": "/data/cli"})).root == "/data/cli"
+    assert test_root() == "/data/new"
+    assert test_root(OmegaConf.create({"root": "/data/cli"})) == "/data/cli"
+    benchmark = OmegaConf.create({"_target_": "hazardseg.data.SmiycAnomalyDataModule", "root": "/data/smiyc"})
+    test, fit = eval_data_configs(trained, meta, benchmark)
+    assert (test.root, test._target_) == ("/data/smiyc", benchmark._target_)
+    assert (fit.root, fit._target_) == ("/data/new", trained._target_)
     monkeypatch.delenv("STREETHAZARDS_ROOT")
-    assert eval_data_config(trained, meta, None).root == "/data/old"
+    assert test_root() == "/data/old"
 
 
 def test_eval_command_line_data_overrides():

@@ -101,9 +101,10 @@ def numbers(lo: float | None = None, null: bool = False, example: str = "[1.0,2.
     return _nullable(spec, null)
 
 
-def size_pair() -> Spec:
-    return Spec("[height, width] as two positive integers", "[360,640]",
+def size_pair(null: bool = False) -> Spec:
+    spec = Spec("[height, width] as two positive integers", "[360,640]",
                 lambda v: isinstance(v, list) and len(v) == 2 and all(_is_int(x) and x > 0 for x in v))
+    return _nullable(spec, null)
 
 
 def one_of(*specs: Spec) -> Spec:
@@ -142,7 +143,7 @@ SCHEMA: tuple[Rule, ...] = (
     Rule("data.root", text(null=True, empty=True, example="/path/to/dataset")),  # "" = unset (an empty env variable)
     Rule("data.batch_size", integer(lo=1, example=8)),
     Rule("data.num_workers", integer(lo=0, example=2)),
-    Rule("data.image_size", size_pair()),
+    Rule("data.image_size", size_pair(null=True)),  # null: the dataset's default (native size for test-only benchmarks)
     Rule("data.num_classes", integer(lo=1, null=True, example=13)),
     Rule("data.ignore_index", integer(lo=0, null=True, example=255)),
     Rule("data.skip_bad_samples", boolean()),

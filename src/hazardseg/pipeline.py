@@ -43,6 +43,7 @@ from hazardseg.store import ModelEntry, config_hash, launch_rank, training_confi
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (or reuse / resume) the model described by ``cfg``, then test it with every scorer."""
     started = time.time()
+    refuse_test_only_data(cfg.data)  # before the schema: its model.num_classes check would hide the real reason
     validate(cfg, "train")
     L.seed_everything(cfg.seed, workers=True)
     entry = ModelEntry(cfg.paths.model_store, config_hash(training_config(cfg)))
@@ -84,14 +85,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt = Path(str(cfg.ckpt_path)).expanduser()
     meta = read_checkpoint_meta(ckpt)
     train_cfg = OmegaConf.create(meta["config"])
-    data_cfg = eval_data_config(train_cfg.data, meta, cfg.get("data"))
-    validate(OmegaConf.create({"data": data_cfg}), "eval")
-    datamodule = instantiate(data_cfg, key="data")
+    test_cfg, fit_cfg = eval_data_configs(train_cfg.data, meta, cfg.get("data"))
+    validate(OmegaConf.create({"data": test_cfg}), "eval")
+    datamodule = instantiate(test_cfg, key="data")
+    datamodule.prepare_data()  # a missing data.root is a one-line error now, not after loading the model
+    if fit_cfg is not test_cfg:  # testing on another dataset: scorer statistics still come from the model's own
+        datamodule.scorer_fit_data = instantiate(fit_cfg, key="data")
     module = build_module(train_cfg, cfg, datamodule, meta)
     load_net_weights(module, ckpt)
-    choices = {**(meta.get("choices") or {}), **hydra_choices()}  # the model's data/model/loss, this run's scorer
+    trained_choices = meta.get("choices") or {}
+    choices = {**trained_choices, **hydra_choices()}  # the model's data/model/loss, this run's scorer (and test data)
     results: dict[str, Any] = {"task": "eval", "checkpoint": str(ckpt), "train_hash": meta.get("train_hash"), "choices": choices,
-                               "trained_in": meta.get("trained_in")}
+                               "trained_in": meta.get("trained_in"), "train_data": trained_choices.get("data")}
     loggers = instantiate_loggers(cfg.logger)
     # The W&B run gets the model's training config too (same columns as training runs) and a link to its training run.
     params = {**_plain(OmegaConf.merge(train_cfg, cfg)), "train_hash": meta.get("train_hash"), **_link(meta.get("trained_in")),
@@ -114,11 +119,32 @@ def env_sources(data_cfg: DictConfig) -> dict[str, str]:
     return {k: m.group(1) for k, m in found.items() if m}
 
 
-def eval_data_config(trained: DictConfig, meta: dict[str, Any], overrides: DictConfig | None) -> DictConfig:
-    """The checkpoint's data config, updated by the environment variables it was read from (if set now),
-    then by the command line's ``data.<key>=...`` (highest precedence)."""
+def eval_data_configs(trained: DictConfig, meta: dict[str, Any], chosen: DictConfig | None) -> tuple[DictConfig, DictConfig]:
+    """(test data config, data config that scorer statistics are fitted on) of an eval run.
+
+    The checkpoint's data config, updated by the environment variables it was read from (if set now), fits
+    the scorers. Without a data option on the command line it is also the test data, updated by the command
+    line's ``data.<key>=...`` (highest precedence), and both are the same object. With one (``data=<option>``:
+    a config with a ``_target_``), that dataset is the test data, e.g. a test-only anomaly benchmark."""
     from_env = {k: os.environ[var] for k, var in (meta.get("data_env") or {}).items() if os.environ.get(var)}
-    return OmegaConf.merge(trained, from_env, overrides or {})
+    own = OmegaConf.merge(trained, from_env)
+    if chosen is not None and chosen.get("_target_") is not None:
+        return chosen, own
+    test_cfg = OmegaConf.merge(own, chosen or {})
+    return test_cfg, test_cfg
+
+
+def refuse_test_only_data(data_cfg: DictConfig) -> None:
+    """``train.py data=<test-only benchmark>``: the datamodule's own one-line error, before anything is built."""
+    from hydra.utils import get_class
+
+    target = data_cfg.get("_target_")
+    try:
+        cls = get_class(target) if target else None
+    except Exception:  # an unknown target: instantiate() reports it with its config key
+        return
+    if getattr(cls, "test_only", False):
+        raise cls.refuse("training or validation split")
 
 
 @contextlib.contextmanager
@@ -166,22 +192,27 @@ def log_skipped_samples(loggers: list, skipped: dict[str, str], enabled: bool) -
 
 # ---------------------------------------------------------------------------- building blocks
 def build_module(train_cfg: DictConfig, run_cfg: DictConfig, datamodule, meta: dict[str, Any]) -> Segmenter:
-    """The LightningModule from the *training* config (network, loss, optimiser) and the run's scorers."""
+    """The LightningModule from the *training* config (network, loss, optimiser) and the run's scorers.
+
+    Classes come from the data the model was trained on (``datamodule.scorer_fit_data`` when the test data is
+    another dataset); the label conventions of the test (ignore / anomaly label, semantic labels) from the test data."""
     net = instantiate(train_cfg.model, key="model")
     loss = instantiate(train_cfg.loss, key="loss")
     check_loss_outputs(loss, net)
+    trained_on = getattr(datamodule, "scorer_fit_data", None) or datamodule
     if hasattr(loss, "check"):
-        loss.check(datamodule.num_classes)  # e.g. class_weights of the wrong length: now, not at the first step
+        loss.check(trained_on.num_classes)  # e.g. class_weights of the wrong length: now, not at the first step
     return Segmenter(
         net=net,
         loss=loss,
         optim=OmegaConf.to_container(train_cfg.optim, resolve=True),
         scorers=applicable_scorers(build_scorers(run_cfg.get("scorer")), net),
         checkpoint_meta=meta,
-        num_classes=datamodule.num_classes,
+        num_classes=trained_on.num_classes,
         ignore_index=datamodule.ignore_index,
         anomaly_index=datamodule.anomaly_index,
-        class_names=list(datamodule.class_names),
+        class_names=list(trained_on.class_names),
+        semantic_labels=getattr(datamodule, "semantic_labels", True),
     )
 
 
@@ -381,8 +412,12 @@ def test(trainer: L.Trainer, module: Segmenter, datamodule) -> dict[str, Any]:
     metrics = {k: float(v) for k, v in metrics.items()}
     panels = next((c.files for c in trainer.callbacks if hasattr(c, "files")), [])
     curves = next((c.curve_points for c in trainer.callbacks if hasattr(c, "curve_points")), {})
-    return {"metrics": metrics, "scorers": scorer_rows(metrics, list(module.scorers)), "panels": [str(p) for p in panels],
-            "curves": curves}
+    out = {"metrics": metrics, "scorers": scorer_rows(metrics, list(module.scorers)), "panels": [str(p) for p in panels],
+           "curves": curves}
+    benchmark = next((c.results for c in trainer.callbacks if getattr(c, "results", None)), None)
+    if benchmark:  # a test-only benchmark: every leaderboard number per scorer (float16 export, submission folder)
+        out["benchmark"] = benchmark
+    return out
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -432,7 +467,8 @@ def write_results(run_dir: Path, results: dict[str, Any]) -> None:
     rows = results.get("scorers") or []
     if rows:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        fields = list(dict.fromkeys(k for row in rows for k in row))  # a metric that is undefined for one scorer
+        writer = csv.DictWriter(buffer, fieldnames=fields)  # (no predicted component: PPV) is left out of its row
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(run_dir / "scorers.csv", buffer.getvalue())

@@ -31,7 +31,11 @@ from hazardseg.console import render_table, say
 from hazardseg.io import atomic_path, atomic_write_text
 
 METRICS = ("miou", "aupr", "auroc", "fpr95", "per_image_aupr", "per_image_auroc", "per_image_fpr95")
-LOWER_IS_BETTER = {"fpr95", "per_image_fpr95"}
+# Test-only anomaly benchmarks (hazardseg.callbacks.BenchmarkEvaluation): the leaderboard's metrics under their
+# own names (SMIYC convention), in %, and the score threshold they use (in the exported float16 score space).
+BENCHMARK_METRICS = ("AP", "FPR95", "best_F1", "sIoU_gt", "PPV", "mean_F1", "F1_25", "F1_50", "F1_75")
+THRESHOLDS = ("best_F1_threshold",)
+LOWER_IS_BETTER = {"fpr95", "per_image_fpr95", "FPR95"}
 JOB_COLUMNS = ("objective_metric", "objective", "reused_checkpoint", "train_hash", "wall_time_s", "run_dir", "error")
 CURVES_FILE = "pr_curves.json"
 
@@ -47,6 +51,7 @@ def run_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         row.update({k: v for k, v in scorer_row.items() if not _is_metric(k)})  # key columns (scorer, dataset, ...)
         row["miou"] = scorer_row.get("test_miou", scorer_row.get("miou", miou))
         row.update({k: scorer_row.get(k) for k in METRICS if k != "miou"})
+        row.update({k: scorer_row[k] for k in (*BENCHMARK_METRICS, *THRESHOLDS) if k in scorer_row})
         rows.append(row)
     return rows
 
@@ -56,8 +61,8 @@ def run_summary_table(results: dict[str, Any]):
     from rich.table import Table
 
     rows = run_rows(results)
-    keys = [k for k in rows[0] if k not in METRICS and any(r.get(k) is not None for r in rows)]
-    metrics = [m for m in METRICS if any(r.get(m) is not None for r in rows)]
+    keys = [k for k in rows[0] if not _is_metric(k) and any(r.get(k) is not None for r in rows)]
+    metrics = [m for m in (*METRICS, *BENCHMARK_METRICS, *THRESHOLDS) if any(r.get(m) is not None for r in rows)]
     title = f"{results.get('task', 'run')} results"
     objective = results.get("objective") or {}
     caption = []
@@ -71,7 +76,7 @@ def run_summary_table(results: dict[str, Any]):
     for metric in metrics:
         table.add_column(_header(metric), justify="right")
     for row in rows:
-        table.add_row(*[str(row.get(k) or "") for k in keys], *[_pct(row.get(m)) for m in metrics])
+        table.add_row(*[str(row.get(k) or "") for k in keys], *[_cell(m, row.get(m)) for m in metrics])
     return table
 
 
@@ -127,12 +132,13 @@ def columns_of(rows: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
     present = {k for r in rows for k in r}
     overrides = sorted({k for k in present if k.startswith("override:")})
     names = {k: k.removeprefix("override:") for k in overrides}
-    fixed = {"job", "status", "overrides", *METRICS, *JOB_COLUMNS}
+    fixed = {"job", "status", "overrides", *METRICS, *BENCHMARK_METRICS, *THRESHOLDS, *JOB_COLUMNS}
     keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in fixed and not k.startswith("override:")]
     for k in overrides:  # an override named like a key column (e.g. scorer=all vs the row's scorer) keeps its prefix
         if names[k] in keys or names[k] in fixed:
             names[k] = k
-    ordered = ["job", "status", *overrides, *keys, *[m for m in METRICS if m in present], *[c for c in JOB_COLUMNS if c in present]]
+    metrics = [m for m in (*METRICS, *BENCHMARK_METRICS, *THRESHOLDS) if m in present]
+    ordered = ["job", "status", *overrides, *keys, *metrics, *[c for c in JOB_COLUMNS if c in present]]
     return [c for c in ordered if c in present or c in ("job", "status")], names
 
 
@@ -174,22 +180,25 @@ def sweep_markdown(sweep_dir: Path, rows: list[dict], columns: list[str], names:
     jobs = sorted({r["job"] for r in rows})
     shown = [c for c in varying(rows, columns) if c not in ("status", "run_dir", "error", "overrides", "train_hash", "wall_time_s")
              and any(r.get(c) is not None for r in done)]
-    best = {m: _best(done, m) for m in METRICS if m in shown}
+    best = {m: _best(done, m) for m in (*METRICS, *BENCHMARK_METRICS) if m in shown}
     lines = [f"# Sweep report: {sweep_dir.name}", "",
              f"{len(jobs)} jobs: {len({r['job'] for r in done})} completed, {len({r['job'] for r in failed})} failed or missing. "
              f"Metrics in %; AUPR / AUROC / FPR95 pooled over test pixels (per_image_*: StreetHazards per-image protocol); "
-             f"best value of each column in bold.", ""]
+             f"best value of each column in bold."
+             + (" Test-only benchmarks: AP .. mean_F1 in the SMIYC leaderboard's convention (AP, FPR95, best_F1 pixel "
+                "level; sIoU_gt, PPV, F1_t, mean_F1 components at best_F1_threshold); no mIoU."
+                if any(r.get("AP") is not None for r in done) else ""), ""]
     common = common_overrides(rows, columns, names)
     if common:
         lines += [f"Overrides common to all jobs: `{' '.join(common)}`", ""]
     if done:
         lines.append("| " + " | ".join(_header(names.get(c, c)) for c in shown) + " |")
-        lines.append("|" + "|".join("---:" if c in METRICS or c == "objective" else "---" for c in shown) + "|")
+        lines.append("|" + "|".join("---:" if _is_metric(c) or c == "objective" else "---" for c in shown) + "|")
         for r in done:
             cells = []
             for c in shown:
                 value = r.get(c)
-                text = _pct(value) if c in METRICS or c == "objective" else ("" if value is None else str(value))
+                text = _cell(c, value)
                 cells.append(f"**{text}**" if c in best and value is not None and value == best[c] else text)
             lines.append("| " + " | ".join(cells) + " |")
     if failed:
@@ -207,9 +216,9 @@ def sweep_table(rows: list[dict[str, Any]], columns: list[str], names: dict[str,
              and any(r.get(c) is not None for r in rows)]
     table = Table(title="sweep results (%)")
     for c in shown:
-        table.add_column(_header(names.get(c, c)), justify="right" if c in METRICS or c == "objective" else "left")
+        table.add_column(_header(names.get(c, c)), justify="right" if _is_metric(c) or c == "objective" else "left")
     for r in rows:
-        table.add_row(*[_pct(r.get(c)) if c in METRICS or c == "objective" else str("" if r.get(c) is None else r.get(c)) for c in shown])
+        table.add_row(*[_cell(c, r.get(c)) for c in shown])
     return table
 
 
@@ -339,12 +348,22 @@ def _best(rows: list[dict], metric: str) -> float | None:
 
 
 def _is_metric(key: str) -> bool:
-    return key in METRICS or key == "test_miou"
+    return key in METRICS or key in BENCHMARK_METRICS or key in THRESHOLDS or key == "test_miou"
+
+
+def _cell(column: str, value: Any) -> str:
+    """A table cell: metrics in %, thresholds as numbers, anything else as text."""
+    if column in THRESHOLDS:
+        return "-" if value is None else f"{float(value):.4g}"
+    if column in METRICS or column in BENCHMARK_METRICS or column == "objective":
+        return _pct(value)
+    return "" if value is None else str(value)
 
 
 def _header(key: str) -> str:
     return {"miou": "mIoU", "aupr": "AUPR", "auroc": "AUROC", "fpr95": "FPR95", "per_image_aupr": "AUPR/img",
-            "per_image_auroc": "AUROC/img", "per_image_fpr95": "FPR95/img"}.get(key, key)
+            "per_image_auroc": "AUROC/img", "per_image_fpr95": "FPR95/img",
+            "FPR95": "FPR95 (SMIYC)"}.get(key, key)
 
 
 def _pct(value: Any) -> str:

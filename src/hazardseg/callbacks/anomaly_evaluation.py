@@ -64,13 +64,17 @@ class AnomalyEvaluation(L.Callback):
 
 
 def scorer_rows(metrics: dict[str, Any], scorers: list[str]) -> list[dict[str, Any]]:
-    """One row per scorer: pooled and per-image AUPR / AUROC / FPR95 and the test mIoU."""
+    """One row per scorer: pooled and per-image AUPR / AUROC / FPR95, the test mIoU and, on a test-only
+    benchmark, its leaderboard metrics under their benchmark names (:mod:`~hazardseg.callbacks.benchmark_evaluation`)."""
+    from hazardseg.callbacks.benchmark_evaluation import benchmark_row
+
     rows = []
     for name in scorers:
         row: dict[str, Any] = {"scorer": name}
         row.update({key: metrics.get(f"test/{name}/{key}") for key in ANOMALY_KEYS})
         row.update({f"per_image_{key}": metrics.get(f"test/{name}/per_image/{key}") for key in ANOMALY_KEYS})
         row["test_miou"] = metrics.get("test/miou")
+        row.update(benchmark_row(metrics, name))
         rows.append(row)
     return rows
 

@@ -36,7 +36,8 @@ class ScorerFitting(L.Callback):
         pending = {name: s for name, s in pl_module.scorers.items() if s.requires_fit}
         if not pending:
             return
-        datamodule = trainer.datamodule
+        # the model's training data; another dataset (e.g. a test-only benchmark) may be the test data
+        datamodule = getattr(trainer.datamodule, "scorer_fit_data", None) or trainer.datamodule
         max_batches = int(trainer.fast_dev_run) if trainer.fast_dev_run else self.fit_batches  # a smoke run stays a smoke run
         common = {"weights": weights_fingerprint(pl_module.net), "data": datamodule.fingerprint("fit"), "batches": max_batches,
                   "batch_size": datamodule.batch_size, "precision": str(trainer.precision), "world_size": trainer.world_size}

@@ -3,6 +3,17 @@
 Batches: ``{"image": float32 (B,3,H,W) ImageNet-normalized, "mask": int64 (B,H,W), "name": list[str]}``.
 """
 
+from hazardseg.data.anomaly_benchmarks import (
+    BENCHMARK_DATAMODULES,
+    AnomalyBenchmarkDataModule,
+    AnomalyBenchmarkDataset,
+    FishyscapesLafDataModule,
+    Frame,
+    LostAndFoundDataModule,
+    RoadAnomalyDataModule,
+    SmiycAnomalyDataModule,
+    SmiycObstacleDataModule,
+)
 from hazardseg.data.base import Item, SegDataLoader, SegmentationDataModule, SegmentationDataset, collate
 from hazardseg.data.cityscapes import CityscapesDataModule, CityscapesDataset, label_ids_to_train_ids
 from hazardseg.data.pet import PetDataModule, PetDataset
@@ -13,6 +24,8 @@ from hazardseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_tr
 from hazardseg.data.voc import VOCDataModule, VOCDataset, voc_palette
 
 __all__ = [
+    "BENCHMARK_DATAMODULES", "AnomalyBenchmarkDataModule", "AnomalyBenchmarkDataset", "FishyscapesLafDataModule", "Frame",
+    "LostAndFoundDataModule", "RoadAnomalyDataModule", "SmiycAnomalyDataModule", "SmiycObstacleDataModule",
     "IMAGENET_MEAN", "IMAGENET_STD", "CityscapesDataModule", "CityscapesDataset", "Item", "PetDataModule",
     "PetDataset", "SegDataLoader", "SegmentationDataModule", "SegmentationDataset", "StreetHazardsDataModule",
     "StreetHazardsDataset", "SyntheticStreetHazardsDataModule", "VOCDataModule", "VOCDataset", "build_eval_transform",

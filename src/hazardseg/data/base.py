@@ -291,7 +291,8 @@ class SegmentationDataModule(L.LightningDataModule):
     """
 
     name: ClassVar[str] = "segmentation"
-    NUM_CLASSES: ClassVar[int] = 0
+    # None: the dataset has no semantic classes (test-only anomaly benchmarks: normal / anomaly / void)
+    NUM_CLASSES: ClassVar[int | None] = 0
     CLASS_NAMES: ClassVar[tuple[str, ...]] = ()
     DEFAULT_IGNORE_INDEX: ClassVar[int | None] = None
     ANOMALY_INDEX: ClassVar[int | None] = None
@@ -336,12 +337,12 @@ class SegmentationDataModule(L.LightningDataModule):
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = (num_workers > 0) if persistent_workers is None else bool(persistent_workers and num_workers > 0)
         self.skip_bad_samples = bool(skip_bad_samples)
-        if num_classes is not None and num_classes != self.NUM_CLASSES:
+        if num_classes is not None and self.NUM_CLASSES is not None and num_classes != self.NUM_CLASSES:
             raise ConfigError(
                 f"data.num_classes={num_classes} but {self.name} has {self.NUM_CLASSES} classes; "
                 f"set data.num_classes={self.NUM_CLASSES} (or leave it null)"
             )
-        self.num_classes: int = self.NUM_CLASSES
+        self.num_classes: int | None = self.NUM_CLASSES
         if ignore_index == "default":
             ignore_index = self.DEFAULT_IGNORE_INDEX
         if ignore_index is not None and (not isinstance(ignore_index, int) or isinstance(ignore_index, bool)):
@@ -351,7 +352,7 @@ class SegmentationDataModule(L.LightningDataModule):
                 f"data.ignore_index=null but {self.name} masks have void pixels (value {self.VOID_VALUE}); "
                 f"set data.ignore_index={self.VOID_VALUE}"
             )
-        if ignore_index is not None and 0 <= ignore_index < self.NUM_CLASSES and self.VOID_VALUE is not None:
+        if ignore_index is not None and 0 <= ignore_index < (self.NUM_CLASSES or 0) and self.VOID_VALUE is not None:
             raise ConfigError(
                 f"data.ignore_index={ignore_index} collides with a class id of {self.name} (0..{self.NUM_CLASSES - 1}); "
                 f"use {self.VOID_VALUE}"
@@ -364,7 +365,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.ignore_index: int | None = ignore_index
         self.anomaly_index: int | None = self.ANOMALY_INDEX
         self.class_names: list[str] = list(self.CLASS_NAMES)
-        assert len(self.class_names) == self.num_classes, (self.name, len(self.class_names))
+        assert len(self.class_names) == (self.num_classes or 0), (self.name, len(self.class_names))
         from hazardseg.data.outliers import build_paste_transform  # here: outliers -> synthetic -> base
 
         self.outliers = build_paste_transform(outliers)
@@ -377,6 +378,9 @@ class SegmentationDataModule(L.LightningDataModule):
 
             self.val_transform = build_proxy_transform(self.image_size, self.val_outliers, val_outliers_seed)
         self.datasets: dict[str, SegmentationDataset] = {}
+        # Where scorer statistics are fitted when this datamodule is only the test data of an eval run on
+        # another dataset (set by pipeline.evaluate: the checkpoint's training data); None = this one.
+        self.scorer_fit_data: SegmentationDataModule | None = None
         self._fit_dataset: SegmentationDataset | None = None
 
     # --- to implement -----------------------------------------------------------------------

@@ -1,0 +1,108 @@
+"""Leaderboard metrics and submission files of every scorer on a test-only anomaly benchmark.
+
+Active only when the test datamodule is a test-only benchmark (``datamodule.test_only``: ``data=smiyc_anomaly``,
+``smiyc_obstacle``, ``fishyscapes_laf``, ``lost_and_found``, ``road_anomaly``); on any other data it does nothing.
+Per scorer it drives one :class:`~hazardseg.metrics.BenchmarkEvaluator` with ``test_step``'s score maps (already
+upsampled bilinearly to the label's size, as the benchmark does), so it computes the SMIYC convention (Chan et al.,
+NeurIPS 2021 D&B; ``road_anomaly_benchmark/metrics``) from the float16 maps that are exported:
+
+* pixel level: ``AP``, ``AUROC``, ``FPR95`` (+ ``FPR95_threshold``), ``best_F1`` (+ ``best_F1_threshold``);
+* component level at the best-F1 threshold: ``sIoU_gt``, ``sIoU_pred``, ``PPV``, ``F1_25`` .. ``F1_75`` and
+  ``mean_F1`` (+ ``component_threshold``, in the encoded score space, and its raw value).
+
+They are logged as ``test/<scorer>/<benchmark name>`` next to the exact pooled ``test/<scorer>/{aupr,auroc,fpr95}``
+that :class:`~hazardseg.callbacks.AnomalyEvaluation` computes on the same maps (float32, void excluded). Frames
+without a public label (private test splits) only get their submission file. With ``submission=True`` every frame
+is written as ``<run_dir>/anomaly_p/<method>/<dataset>/<fid>.hdf5`` (the leaderboard's format), ``<method>`` from
+the ``method`` template (``{train_hash}``, ``{scorer}``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from hazardseg.console import say
+from hazardseg.metrics import BenchmarkEvaluator
+from hazardseg.metrics.submission import Float16Encoder
+from hazardseg.module import as_float64
+
+# Benchmark-named metrics of the results table (one row per scorer); every numeric result is logged.
+BENCHMARK_KEYS = ("AP", "FPR95", "best_F1", "best_F1_threshold", "sIoU_gt", "PPV", "mean_F1", "F1_25", "F1_50", "F1_75")
+
+
+class BenchmarkEvaluation(L.Callback):
+    """Args:
+        run_dir: the run folder (submission files and scratch maps go below it).
+        submission: write the leaderboard's submission files of every frame.
+        method: template of the submission's method folder; ``{train_hash}`` (the model) and ``{scorer}``.
+    """
+
+    def __init__(self, run_dir: str, submission: bool = False, method: str = "{train_hash}-{scorer}"):
+        self.run_dir = Path(run_dir)
+        self.submission = bool(submission)
+        self.method = method
+        self.evaluators: dict[str, BenchmarkEvaluator] = {}
+        self.results: dict[str, dict[str, Any]] = {}
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.evaluators, self.results = {}, {}
+        datamodule = trainer.datamodule
+        if not getattr(datamodule, "test_only", False):
+            return
+        train_hash = str(pl_module.checkpoint_meta.get("train_hash") or "model")
+        for name in pl_module.scorers:
+            method = self.method.format(train_hash=train_hash, scorer=name)
+            self.evaluators[name] = BenchmarkEvaluator(self.run_dir, method, datamodule.TRACK, submission=self.submission,
+                                                       pooled=False)  # pooled exact metrics: AnomalyEvaluation's
+        if trainer.is_global_zero:
+            where = f"; submission files in {self.run_dir / 'anomaly_p'}" if self.submission else ""
+            say(f"[hazardseg] {datamodule.name} is a test-only anomaly benchmark (labels normal / anomaly / void): "
+                f"no mIoU; every scorer gets the leaderboard's metrics{where}")
+
+    def on_test_batch_end(self, trainer, pl_module, outputs: dict[str, Any], batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not self.evaluators:
+            return
+        for name, scores in outputs["scores"].items():
+            evaluator = self.evaluators[name]
+            if not evaluator.encoder.fitted and trainer.world_size > 1:
+                _share_encoder(trainer, evaluator.encoder, scores[0])
+            for i, fid in enumerate(batch["name"]):
+                label = batch["mask"][i] if bool(batch["has_label"][i]) else None
+                evaluator.add(fid, batch["group"][i], scores[i], label)
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        values: dict[str, float] = {}
+        for name, evaluator in self.evaluators.items():
+            result = evaluator.compute()  # every rank: the metric states are gathered
+            result["method"] = evaluator.method
+            if self.submission:
+                result["submission_dir"] = str(self.run_dir / "anomaly_p" / evaluator.method)
+            self.results[name] = result
+            if "note" in result and trainer.is_global_zero:
+                say(f"[hazardseg] scorer '{name}': {result['note']}")
+            values.update({f"test/{name}/{k}": float(v) for k, v in result.items() if _is_number(v)})
+        if values:
+            pl_module.log_dict(as_float64(values), sync_dist=True)  # equal on every rank: averaging is a no-op
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        for evaluator in self.evaluators.values():
+            evaluator.close()  # scratch maps; submission files written so far stay
+
+
+def benchmark_row(metrics: dict[str, Any], name: str) -> dict[str, Any]:
+    """The benchmark-named metrics of one scorer's results row (empty on data that is no test-only benchmark)."""
+    return {k: metrics[f"test/{name}/{k}"] for k in BENCHMARK_KEYS if f"test/{name}/{k}" in metrics}
+
+
+def _share_encoder(trainer: L.Trainer, encoder: Float16Encoder, first_frame) -> None:
+    """Under DDP all ranks export with one float16 map: rank 0's, fitted on its first frame."""
+    encoder.fit(first_frame)
+    encoder.load_state_dict(trainer.strategy.broadcast(encoder.state_dict(), src=0))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
