@@ -100,7 +100,7 @@ def run(size: tuple[int, int], samples: list[dict], repeats: int, folder: Path) 
             times[name].append(ms)
     base = statistics.median(times["no outliers"])
     print(f"\n{size[0]}x{size[1]}, {len(samples)} samples x {repeats} repeats, 1 thread; median CPU ms / sample")
-    print(f"| variant | ms / sample | + vs no outliers |\n|---|---|---|")
+    print("| variant | ms / sample | + vs no outliers |\n|---|---|---|")
     for name, ts in times.items():
         med = statistics.median(ts)
         print(f"| {name} | {med:.2f} | {med - base:+.2f} |")
