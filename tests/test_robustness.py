@@ -51,6 +51,7 @@ def _last_ckpt(cwd: Path) -> list[Path]:
     return list((cwd / "outputs" / "models").glob("*/checkpoints/last.ckpt"))
 
 
+@pytest.mark.slow  # ~3 min: three trainings in subprocesses
 def test_sigkill_then_rerun_resumes_and_matches_uninterrupted_run(tmp_path):
     """Killed and resumed with 2 persistent loader workers == uninterrupted without workers: augmentation
     is a function of (seed, epoch, index), not of the workers' RNG streams."""

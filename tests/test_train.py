@@ -75,6 +75,7 @@ def test_aux_head_changes_training_loss_and_is_absent_at_inference(make_cfg):
 
     cfg = make_cfg(["loss=ce+aux", "model.decoder_channels=32"])
     loss = instantiate(cfg.loss)
+    loss.set_class_counts([1] * 13)  # class-balanced CE (the default) gets its counts from the pipeline
     assert loss.terms["aux"].weight == pytest.approx(0.4) and loss.required_outputs == {"ce": "logits", "aux": "aux"}
     torch.manual_seed(0)
     net = build_net(cfg.model)
@@ -157,7 +158,7 @@ def test_crop_padding_is_not_learned_as_a_class(make_cfg):
 
     from hazardseg.data.transforms import PAD_LABEL
 
-    cfg = make_cfg(TINY_DATA + ["data.augment.scale=[0.5,0.6]"])
+    cfg = make_cfg(TINY_DATA + ["data.augment.scale=[0.5,0.6]", "loss.terms.ce.class_weights=null"])  # plain CE below
     dm = instantiate(cfg.data)
     assert dm.ignore_index is None
     dm.prepare_data()

@@ -36,10 +36,10 @@ def _one_line(err: pytest.ExceptionInfo) -> str:
     ("seed=abc", "seed='abc'"),
     ("lock_timeout=-5", "lock_timeout=-5"),
     ("trainer.check_val_every_n_epoch=0", "trainer.check_val_every_n_epoch=0"),
-    ("optim.scheduler.factor=2", "optim.scheduler.factor=2"),
+    ("optim=adam optim.scheduler.factor=2", "optim.scheduler.factor=2"),
 ])  # fmt: skip
 def test_schema_names_the_key_and_the_fix(make_cfg, override, key):
-    cfg = make_cfg([override])
+    cfg = make_cfg(override.split())
     with pytest.raises(ConfigError) as err:
         validate(cfg, "train")
     assert _one_line(err).startswith(key)
@@ -116,7 +116,7 @@ def test_optimizer_and_class_weights_checked_before_fit(make_cfg):
     module = build_module(cfg, cfg, datamodule, {})
     with pytest.raises(ConfigError) as err:  # torch's "Invalid beta parameter", as one line before training
         preflight(module, datamodule)
-    assert _one_line(err).startswith("optim.optimizer: torch.optim.Adam refuses its arguments") and "beta" in str(err.value)
+    assert _one_line(err).startswith("optim.optimizer: torch.optim.AdamW refuses its arguments") and "beta" in str(err.value)
     cfg = make_cfg([*TINY_DATA, "model.decoder_channels=16", "loss.terms.ce.class_weights=[1,2,3]"], run="cw")
     with pytest.raises(ConfigError) as err:
         build_module(cfg, cfg, datamodule, {})

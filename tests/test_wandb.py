@@ -31,9 +31,9 @@ def test_wandb_inventory_answers_the_ablation(make_cfg):
     assert run.job_type == "train" and list(run.tags) == ["ablation", "tiny"]
     config = inv["config"]
     # every key flattened (a runs-table column / parallel-coordinates axis) and each group's chosen option
-    assert config["optim.optimizer.lr"] == pytest.approx(1e-4) and config["data.batch_size"] == 4
+    assert config["optim.optimizer.lr"] == pytest.approx(cfg.optim.optimizer.lr) and config["data.batch_size"] == 4
     assert config["model.decoder_channels"] == 32 and config["data.image_size"] == "[64, 112]"
-    assert {config[f"choice.{g}"] for g in ("data", "model", "loss", "optim")} == {"synthetic", "deeplabv3plus", "ce", "adam"}
+    assert {config[f"choice.{g}"] for g in ("data", "model", "loss", "optim")} == {"synthetic", "deeplabv3plus", "ce", "adamw_onecycle"}
     assert config["choice.scorer"] == "[msp, maxlogit]" and config["train_hash"] == results["train_hash"]
     assert "choice.tags" not in config  # a list value of a plain key is not a config-group choice
     assert not any(isinstance(v, dict) for k, v in config.items() if isinstance(k, str) and k != "_wandb")
