@@ -98,15 +98,18 @@ def test_eval_missing_checkpoint_is_one_clear_line(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2000)  # ~5 min idle; the subprocess timeout (1800 s) decides on a loaded machine
 def test_default_training_learns(tmp_path):
-    """`python train.py` exactly as the README says (minutes): the model learns and flags anomalies."""
-    proc = run([str(REPO / "train.py"), "trainer.enable_progress_bar=false"], tmp_path, timeout=1800)
+    """`python train.py` as the README says (minutes; MaxLogit scored too, which changes nothing in training):
+    the default recipe's targets, test mIoU >= 0.55 and MSP or MaxLogit AUROC >= 0.85 (README, "default run")."""
+    proc = run([str(REPO / "train.py"), "trainer.enable_progress_bar=false", "scorer=[msp,maxlogit]"], tmp_path, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (results_file,) = list((tmp_path / "outputs" / "train" / "runs").glob("*/results.json"))
     results = json.loads(results_file.read_text())
-    assert results["trained"]["best_val_miou"] > 0.35
-    assert results["metrics"]["test/miou"] > 0.35
-    assert results["metrics"]["test/msp/auroc"] > 0.7
+    metrics = results["metrics"]
+    assert results["trained"]["best_val_miou"] > 0.5
+    assert metrics["test/miou"] >= 0.55
+    assert max(metrics["test/msp/auroc"], metrics["test/maxlogit/auroc"]) >= 0.85, metrics
 
 
 def test_concurrent_jobs_with_one_training_config_train_it_once(tmp_path):

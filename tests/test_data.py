@@ -178,6 +178,27 @@ def test_datamodule_attributes_and_batches(synth):
         assert int(torch.cat([b["mask"] for b in loader]).max()) <= 12  # anomaly only in test
 
 
+def test_eval_image_size_sets_val_and_test_size_only(synth):
+    """Training crops at image_size, val/test images and masks at eval_image_size: here the generated size,
+    so test masks are the files' labels (no resampling) while the training batches stay small."""
+    dm = _dm(synth, image_size=[24, 40], eval_image_size=[36, 64], augment={"scale": [0.75, 1.5], "crop": True})
+    dm.prepare_data()
+    dm.setup("fit")
+    dm.setup("test")
+    assert next(iter(dm.train_dataloader()))["image"].shape == (4, 3, 24, 40)
+    assert next(iter(dm.val_dataloader()))["mask"].shape == (4, 36, 64)
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["image"].shape == (4, 3, 36, 64)
+    entries = read_odgt(synth / "test" / "test.odgt")
+    for i, e in enumerate(entries):
+        raw = np.asarray(Image.open(synth / "test" / e["fpath_segm"])).astype(np.int64)
+        assert torch.equal(batch["mask"][i], torch.from_numpy(raw - 1))
+    assert dm.fingerprint("fit") != _dm(synth, image_size=[24, 40]).fingerprint("fit")  # scorer-stat caches follow it
+    assert next(iter(_dm(synth, image_size=[24, 40]).test_dataloader()))["mask"].shape == (4, 24, 40)  # null: image_size
+    with pytest.raises(ConfigError, match=r"data.eval_image_size"):
+        _dm(synth, eval_image_size=[36])
+
+
 def test_dataloader_modes(synth):
     dm = _dm(synth, image_size=[18, 32], batch_size=3, augment={"scale": [0.5, 2.0], "crop": True, "hflip": True, "color_jitter": [0.3, 0.3, 0.3]})
     dm.setup("fit")
@@ -602,4 +623,6 @@ def test_yaml_configs_match_constructors(name, tmp_path, monkeypatch, make_cfg):
     assert dm.num_classes == cfg.num_classes and dm.ignore_index == cfg.ignore_index
     assert dm.image_size == tuple(cfg.image_size)
     if name == "synthetic":
-        assert dm.image_size[1] * 9 == dm.image_size[0] * 16 and cfg.width * 9 == cfg.height * 16
+        # generated 16:9 like the release; evaluated at that size (the label files' own pixels)
+        assert cfg.width * 9 == cfg.height * 16
+        assert dm.eval_image_size == (cfg.height, cfg.width)

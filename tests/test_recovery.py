@@ -227,3 +227,37 @@ def test_class_distribution_cache_follows_the_data(tmp_path, read_only_dir, recw
     Image.fromarray(np.full((36, 64), 9, np.uint8)).save(seg)
     assert class_report(make(), cache)["train"]["counts"] != second["train"]["counts"]
     assert any("cannot write the cache file" in str(w.message) for w in recwarn)
+
+
+@pytest.mark.parametrize("val_every", [1, 2])
+def test_last_checkpoint_is_the_latest_epoch_when_validation_gets_worse(tmp_path, val_every):
+    """Lightning >= 2.6 writes last.ckpt only with a new top-k checkpoint; ours writes it every epoch, so
+    resume=auto continues from the latest epoch and not from the best one."""
+    import lightning as L
+    import torch
+
+    from hazardseg.callbacks import ModelCheckpoint
+
+    class Worsening(L.LightningModule):  # val/miou falls every epoch: only epoch 0 is ever the best
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).pow(2).mean()
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val/miou", 1.0 / (1 + self.current_epoch))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 2)), batch_size=4)
+    callback = ModelCheckpoint(dirpath=tmp_path, filename="best", monitor="val/miou", mode="max", save_top_k=1,
+                               save_last=True, enable_version_counter=False)
+    trainer = L.Trainer(max_epochs=4, check_val_every_n_epoch=val_every, callbacks=[callback], logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(Worsening(), train_dataloaders=data, val_dataloaders=data)
+    last, best = (torch.load(tmp_path / f"{name}.ckpt", weights_only=False) for name in ("last", "best"))
+    assert (last["epoch"], last["global_step"]) == (3, 8)  # the 4th epoch, after 2 steps per epoch
+    assert best["epoch"] == val_every - 1  # the first validated epoch stays the best

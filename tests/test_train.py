@@ -114,6 +114,24 @@ def test_output_contract(make_cfg):
     assert features_to_input(out["features"][:, 0], s, (50, 70)).shape == (2, 50, 70)
 
 
+@pytest.mark.parametrize("loss", ["ce", "void"])
+def test_scored_outputs_keep_float32_resolution_under_mixed_precision(make_cfg, loss):
+    """bf16-mixed (trainer=gpu, or a CPU run with precision=bf16-mixed): the logits and the scored heads come
+    out in float32 with (nearly) as many distinct max logits as a float32 forward; bf16 logits would hold a
+    few hundred values, i.e. MaxLogit/MSP maps full of ties."""
+    net = build_net(make_cfg([f"loss={loss}", "model.decoder_channels=16"]).model).eval()
+    x = torch.randn(2, 3, 64, 112, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = net(x)
+    assert mixed["features"].dtype == torch.bfloat16  # the network itself does run in bf16
+    for name in ("logits", *(["void"] if loss == "void" else [])):
+        assert mixed[name].dtype == torch.float32, name
+        distinct = [out[name].amax(1).unique().numel() for out in (full, mixed)]
+        assert distinct[1] > 0.9 * distinct[0] > 1000, (name, distinct)
+
+
 def test_offline_imagenet_weights_fail_fast_with_fix(make_cfg, monkeypatch):
     import hazardseg.models.weights as weights
 

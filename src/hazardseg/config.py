@@ -144,6 +144,7 @@ SCHEMA: tuple[Rule, ...] = (
     Rule("data.batch_size", integer(lo=1, example=8)),
     Rule("data.num_workers", integer(lo=0, example=2)),
     Rule("data.image_size", size_pair(null=True)),  # null: the dataset's default (native size for test-only benchmarks)
+    Rule("data.eval_image_size", size_pair(null=True)),  # null: data.image_size
     Rule("data.num_classes", integer(lo=1, null=True, example=13)),
     Rule("data.ignore_index", integer(lo=0, null=True, example=255)),
     Rule("data.skip_bad_samples", boolean()),
@@ -163,6 +164,7 @@ SCHEMA: tuple[Rule, ...] = (
     Rule("model.encoder_name", text(example="resnet18")),
     Rule("model.encoder_weights", text(null=True, example="null")),
     Rule("model.freeze_encoder", boolean()),
+    Rule("model.channels_last", boolean()),
     Rule("loss.terms.*.weight", number(example=1.0)),
     Rule("loss.terms.*.output", text(example="logits")),
     Rule("loss.terms.*.label_smoothing", number(lo=0, lt=1, example=0.1)),

@@ -69,7 +69,10 @@ class ModelCheckpoint(_ModelCheckpoint):
     - a ``fast_dev_run`` never writes ``last.ckpt`` (Lightning's ``on_train_end`` saves it regardless,
       which would drop a smoke run's weights into the model store);
     - no "directory exists and is not empty" warning: a store folder holds the previous attempt's
-      checkpoints by design (resume, ``reuse=false``)."""
+      checkpoints by design (resume, ``reuse=false``);
+    - ``last.ckpt`` is the latest epoch, always. Lightning >= 2.6 writes it only at steps where a top-k
+      checkpoint is saved, so with ``save_top_k=1`` it stays a copy of ``best.ckpt`` whenever val mIoU does
+      not improve, and ``resume=auto`` after a crash would silently redo every epoch since the best one."""
 
     def _ModelCheckpoint__warn_if_dir_not_empty(self, dirpath) -> None:  # name-mangled private hook
         return None
@@ -77,3 +80,18 @@ class ModelCheckpoint(_ModelCheckpoint):
     def on_train_end(self, trainer, pl_module) -> None:
         if not trainer.fast_dev_run:
             super().on_train_end(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_behind(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_behind(trainer)
+
+    def _save_last_if_behind(self, trainer) -> None:
+        # Skipped (by Lightning's own test) when this step was already saved, in smoke runs and outside fit.
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

@@ -305,6 +305,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self,
         root: str | Path | None = None,
         image_size: Sequence[int] | None = None,
+        eval_image_size: Sequence[int] | None = None,
         batch_size: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -321,12 +322,16 @@ class SegmentationDataModule(L.LightningDataModule):
         """``outliers``: the ``data.outliers`` config (see ``hazardseg.data.outliers``); when enabled, the
         TRAIN transform pastes outlier objects (label ``OUTLIER_LABEL``); test never does.
         ``val_outliers``: a paste config (same keys as ``outliers``) or transform that turns the VAL split
-        into an anomaly proxy (the same objects every epoch; see :mod:`hazardseg.data.proxy`)."""
+        into an anomaly proxy (the same objects every epoch; see :mod:`hazardseg.data.proxy`).
+        ``eval_image_size``: [H, W] that val/test images *and masks* are resized to (null = ``image_size``).
+        Training crops can be smaller than the evaluated images, as in most segmentation recipes; set it to
+        the label size to score every label pixel as the papers do (labels are then not resampled)."""
         super().__init__()
         # Shuffle order and augmentation of every (epoch, training sample) derive from this seed only.
         self.train_seed = check_seed(train_seed)
         self.root = None if root in (None, "", "null") else Path(str(root)).expanduser()
         self.image_size = parse_image_size(image_size or self.DEFAULT_IMAGE_SIZE)
+        self.eval_image_size = self.image_size if eval_image_size is None else parse_image_size(eval_image_size, "data.eval_image_size")
         batch_size = self.DEFAULT_BATCH_SIZE if batch_size is None else batch_size
         self.augment = parse_augment(augment)
         for key, val, lo in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
@@ -370,13 +375,13 @@ class SegmentationDataModule(L.LightningDataModule):
 
         self.outliers = build_paste_transform(outliers)
         self.train_transform = build_train_transform(self.image_size, self.augment, self.ignore_index, self.outliers)
-        self.eval_transform = build_eval_transform(self.image_size)
+        self.eval_transform = build_eval_transform(self.eval_image_size)
         self.val_outliers = val_outliers if callable(val_outliers) else build_paste_transform(val_outliers, key="data.val_outliers")
         self.val_transform = self.eval_transform
         if self.val_outliers is not None:
             from hazardseg.data.proxy import build_proxy_transform
 
-            self.val_transform = build_proxy_transform(self.image_size, self.val_outliers, val_outliers_seed)
+            self.val_transform = build_proxy_transform(self.eval_image_size, self.val_outliers, val_outliers_seed)
         self.datasets: dict[str, SegmentationDataset] = {}
         # Where scorer statistics are fitted when this datamodule is only the test data of an eval run on
         # another dataset (set by pipeline.evaluate: the checkpoint's training data); None = this one.

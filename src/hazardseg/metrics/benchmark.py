@@ -13,7 +13,7 @@
    deleted afterwards) and accumulates the component metrics at that threshold.
 
 Memory: per labelled frame ~18 KB of pixel-curve state and its label zlib-compressed (a few KB to tens of
-KB at 2048x1024), component statistics (3 floats per component), plus the 63 MiB histogram of the pooled
+KB at 2048x1024), component statistics (3 floats per component), plus the 142 MiB histogram state of the pooled
 metric; no score map is held beyond the frame being added. Disk until ``compute()``: with ``submission=True``
 the submission files themselves (gzip, one per frame); otherwise one scratch ``.npy`` per labelled frame
 holding only its ROI (non-void) float16 values, 2 bytes per ROI pixel (at most 4 MiB at 2048x1024).
