@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
-from hazardseg.data import synthetic as scenes
+from hazardseg.data.synthetic import render as scenes
 from hazardseg.data.coco_outliers import EXCLUDE_PRESETS, main as coco_main, rle_counts_from_string, rle_to_mask
 from hazardseg.data.outlier_synth import KINDS, allowed_hue_arcs, anomaly_palette_hues, render_outlier
 from hazardseg.data.outliers import FolderOutliers, PasteOutliers, SyntheticOutliers, build_paste_transform

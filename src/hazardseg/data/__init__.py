@@ -1,4 +1,4 @@
-"""Datasets and Lightning datamodules (all subclasses of :class:`SegmentationDataModule`).
+"""Datasets and Lightning datamodules (all built on :class:`DataModuleBase`; see :mod:`hazardseg.data.base`).
 
 Batches: ``{"image": float32 (B,3,H,W) ImageNet-normalized, "mask": int64 (B,H,W), "name": list[str]}``.
 """
@@ -14,7 +14,10 @@ from hazardseg.data.anomaly_benchmarks import (
     SmiycAnomalyDataModule,
     SmiycObstacleDataModule,
 )
-from hazardseg.data.base import Item, SegDataLoader, SegmentationDataModule, SegmentationDataset, collate
+from hazardseg.data.base import DataModuleBase, SegmentationDataModule
+from hazardseg.data.dataset import SegDataLoader, SegmentationDataset, collate
+from hazardseg.data.labels import LabelSpec
+from hazardseg.data.readers import Item
 from hazardseg.data.cityscapes import CityscapesDataModule, CityscapesDataset, label_ids_to_train_ids
 from hazardseg.data.pet import PetDataModule, PetDataset
 from hazardseg.data.stats import class_distribution, format_distribution, split_distribution
@@ -24,7 +27,7 @@ from hazardseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_tr
 from hazardseg.data.voc import VOCDataModule, VOCDataset, voc_palette
 
 __all__ = [
-    "BENCHMARK_DATAMODULES", "AnomalyBenchmarkDataModule", "AnomalyBenchmarkDataset", "FishyscapesLafDataModule", "Frame",
+    "BENCHMARK_DATAMODULES", "DataModuleBase", "LabelSpec", "AnomalyBenchmarkDataModule", "AnomalyBenchmarkDataset", "FishyscapesLafDataModule", "Frame",
     "LostAndFoundDataModule", "RoadAnomalyDataModule", "SmiycAnomalyDataModule", "SmiycObstacleDataModule",
     "IMAGENET_MEAN", "IMAGENET_STD", "CityscapesDataModule", "CityscapesDataset", "Item", "PetDataModule",
     "PetDataset", "SegDataLoader", "SegmentationDataModule", "SegmentationDataset", "StreetHazardsDataModule",

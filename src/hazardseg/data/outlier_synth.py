@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from hazardseg.data.synthetic import ANOMALY_COLORS
+from hazardseg.data.labels import ANOMALY_COLORS
 from hazardseg.errors import ConfigError
 
 KINDS = ("ring", "plate", "lattice", "wheel", "star", "crescent", "glyph", "spiral", "debris")

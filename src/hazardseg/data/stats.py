@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hazardseg.data.base import SegmentationDataset
+from hazardseg.data.dataset import SegmentationDataset
 from hazardseg.errors import DataError
 
 # Bump when the report's content changes: cached reports (keyed by it) are then recomputed.

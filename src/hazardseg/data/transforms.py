@@ -29,19 +29,13 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from hazardseg.data.labels import OUTLIER_LABEL, PAD_LABEL  # noqa: F401  (re-exported: reserved mask values)
 from hazardseg.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 DEFAULT_AUGMENT: dict[str, Any] = {"scale": None, "crop": False, "hflip": False, "color_jitter": None}
-# Reserved mask values (class ids must stay below both):
-# PAD_LABEL: padding added by the random crop when the dataset has no ignore label (StreetHazards):
-# padding is not image content, so it must not be learned as "unlabeled" (class 0). The loss ignores it.
-PAD_LABEL = 255
-# OUTLIER_LABEL: pixels of outlier objects pasted into *training* images (outlier exposure; PEBAL also
-# uses 254). Plain cross-entropy ignores them; outlier-exposure loss terms train on them.
-OUTLIER_LABEL = 254
 
 
 def _plain(obj: Any) -> Any:

@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from hazardseg.data.base import Item, SegmentationDataModule, SegmentationDataset, check_values, skip_or_raise
+from hazardseg.data.base import SegmentationDataModule
+from hazardseg.data.dataset import SegmentationDataset
+from hazardseg.data.readers import Item, check_values, skip_or_raise
 from hazardseg.errors import ConfigError, DataError
 
 CLASS_NAMES = (

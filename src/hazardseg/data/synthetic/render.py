@@ -1,56 +1,19 @@
-"""Synthetic StreetHazards: a deterministic generator writing the EXACT release format, plus its datamodule.
-
-The generated tree is byte-identical for the same parameters and seed, and is loaded through exactly the
-same :class:`~hazardseg.data.streethazards.StreetHazardsDataset` code path as the real data::
-
-    <root>/train/train.odgt  <root>/train/validation.odgt  <root>/test/test.odgt   (one JSON array each)
-    <root>/train/images/training/t1-3/<i>.png      RGBA, alpha 255
-    <root>/train/annotations/training/t1-3/<i>.png mode L, values 1..14 (14 = anomaly, test only)
-    <root>/train/images/validation/t4/<i>.png ...
-    <root>/test/images/test/t5/<i>.png, t6/<i>.png (global ids like the release)
-    <root>/synthetic.json  (generator version + parameters; written last: marks a complete dataset)
-
-Scenes are road scenes in perspective: sky (unlabeled) above a varying horizon, building / wall /
-vegetation / fence facades along both sides, sidewalks, the road with dashed centre line and edge lines,
-poles with traffic signs, cars, pedestrians and "other" clutter (bins, boxes, benches), with per-class
-colour distributions, textures, per-instance colour variation, per-image lighting / tint and pixel
-noise. Test images additionally get 1-3 *anomalies* on the road or sidewalk whose shapes and
-appearances never occur in train/val (irregular blobs, four-legged animal silhouettes, checkered /
-striped polygons in saturated colours), labelled 14.
-
-Generation is atomic and safe under concurrency: a ``fcntl`` lock on ``<root>.lock`` serialises
-generators; each writes into a temporary folder next to the target and ``os.rename``s it into place.
-"""
+"""Scene renderer of the synthetic StreetHazards (see :mod:`hazardseg.data.synthetic`): one road scene in
+perspective as an RGB array and its raw StreetHazards label map (values 1..14)."""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import os
-import shutil
-import tempfile
-import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from hazardseg.data.streethazards import StreetHazardsDataModule
-from hazardseg.errors import ConfigError, DataError
-
-GENERATOR_VERSION = 1
-DEFAULTS = {"n_train": 160, "n_val": 40, "n_test": 40, "width": 320, "height": 180, "seed": 0}
+from hazardseg.data.labels import ANOMALY_COLORS
 
 # raw StreetHazards label values (1..14)
 UNLABELED, BUILDING, FENCE, OTHER, PEDESTRIAN, POLE, ROAD_LINE, ROAD, SIDEWALK, VEGETATION, CAR, WALL, SIGN, ANOMALY = range(1, 15)
 
 
-# --------------------------------------------------------------------------------------------
-# scene rendering
-# --------------------------------------------------------------------------------------------
 class _Canvas:
     def __init__(self, rng: np.random.Generator, h: int, w: int):
         self.rng, self.h, self.w = rng, h, w
@@ -109,7 +72,6 @@ CAR_COLORS = [(170, 30, 30), (30, 50, 140), (225, 225, 225), (25, 25, 28), (160,
 CLOTHES = [(40, 40, 60), (140, 30, 30), (30, 70, 130), (90, 90, 90), (200, 200, 190), (60, 90, 40), (110, 70, 40)]
 OTHER_COLORS = [(70, 85, 70), (110, 90, 60), (95, 100, 110), (60, 60, 60), (130, 120, 100)]
 SIGN_COLORS = [(200, 35, 35), (35, 70, 190), (225, 190, 35)]
-ANOMALY_COLORS = [(235, 40, 210), (40, 230, 230), (170, 240, 20), (255, 130, 0), (140, 40, 230), (250, 250, 60)]
 
 
 def render_scene(rng: np.random.Generator, w: int, h: int, anomalies: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -324,207 +286,3 @@ def _draw_object(cv: _Canvas, rng: np.random.Generator, kind: str, xg: float, yg
 
 # --------------------------------------------------------------------------------------------
 # writing the release format
-# --------------------------------------------------------------------------------------------
-def _params(n_train: int, n_val: int, n_test: int, width: int, height: int, seed: int) -> dict[str, int]:
-    p = {"n_train": n_train, "n_val": n_val, "n_test": n_test, "width": width, "height": height, "seed": seed}
-    for k, v in p.items():
-        lo = 1 if k in ("n_train", "n_val", "n_test") else (16 if k in ("width", "height") else 0)
-        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-            raise ConfigError(f"data.{k}={v!r}: expected an int >= {lo}")
-    return p
-
-
-def dataset_id(**params: int) -> str:
-    """Cache folder name: generator version + hash of the parameters."""
-    p = _params(**params)
-    h = hashlib.sha1(json.dumps(p, sort_keys=True).encode()).hexdigest()[:10]
-    return f"synthetic_streethazards-v{GENERATOR_VERSION}-{h}"
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("HAZARDSEG_CACHE") or Path.home() / ".cache" / "hazardseg").expanduser()
-
-
-def is_complete(root: str | os.PathLike) -> bool:
-    return (Path(root) / "synthetic.json").is_file()
-
-
-def _save_png(arr: np.ndarray, mode: str, path: Path) -> None:
-    Image.fromarray(arr).save(path, format="PNG", compress_level=1)
-
-
-def _write_tree(out: Path, p: dict[str, int]) -> None:
-    w, h, seed = p["width"], p["height"], p["seed"]
-    n5 = max(1, int(round(p["n_test"] * 1024 / 1500))) if p["n_test"] > 1 else 1
-    # (split dir, odgt name, key order, [(relative stem, split code, index, anomalies)])
-    plan = [
-        ("train", "train.odgt", ("fpath_img", "fpath_segm", "width", "dbName", "height"),
-         [(f"training/t1-3/{i + 1}", 0, i, False) for i in range(p["n_train"])]),
-        ("train", "validation.odgt", ("fpath_img", "fpath_segm", "width", "dbName", "height"),
-         [(f"validation/t4/{i + 1}", 1, i, False) for i in range(p["n_val"])]),
-        ("test", "test.odgt", ("fpath_img", "height", "fpath_segm", "width", "dbName"),
-         [(f"{'test/t5' if i < n5 else 'test/t6'}/{i + 1}", 2, i, True) for i in range(p["n_test"])]),
-    ]  # fmt: skip
-    for split_dir, odgt_name, keys, entries in plan:
-        records = []
-        for stem, code, i, anomalies in entries:
-            rng = np.random.default_rng([seed, code, i])
-            rgb, lab = render_scene(rng, w, h, anomalies)
-            img_rel, seg_rel = f"images/{stem}.png", f"annotations/{stem}.png"
-            for rel in (img_rel, seg_rel):
-                (out / split_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-            rgba = np.concatenate([rgb, np.full((h, w, 1), 255, np.uint8)], axis=2)
-            _save_png(rgba, "RGBA", out / split_dir / img_rel)
-            _save_png(lab, "L", out / split_dir / seg_rel)
-            rec = {"fpath_img": img_rel, "fpath_segm": seg_rel, "width": w, "height": h, "dbName": "StreetHazards"}
-            records.append({k: rec[k] for k in keys})
-        records.sort(key=lambda r: r["fpath_img"])  # string order, like the release
-        (out / split_dir / odgt_name).write_text(json.dumps(records))  # one JSON array, no trailing newline
-    (out / "README.txt").write_text(
-        "Synthetic StreetHazards generated by hazardseg (NOT the real dataset); same layout and label values.\n"
-    )
-    (out / "synthetic.json").write_text(json.dumps({"generator_version": GENERATOR_VERSION, **p}, indent=2) + "\n")
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as f:
-        try:
-            import fcntl
-
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        except ImportError:  # pragma: no cover - non-POSIX: rely on the atomic rename alone
-            pass
-        yield
-
-
-def generate_streethazards(
-    root: str | os.PathLike,
-    n_train: int = DEFAULTS["n_train"],
-    n_val: int = DEFAULTS["n_val"],
-    n_test: int = DEFAULTS["n_test"],
-    width: int = DEFAULTS["width"],
-    height: int = DEFAULTS["height"],
-    seed: int = DEFAULTS["seed"],
-) -> Path:
-    """Write a synthetic StreetHazards into ``root`` (the folder that will hold train/ and test/).
-
-    Idempotent and concurrency-safe: returns at once if ``root`` already holds a complete dataset
-    with the same parameters; raises DataError if it holds something else.
-    """
-    p = _params(n_train, n_val, n_test, width, height, seed)
-    root = Path(root).expanduser().absolute()
-
-    def check_existing() -> bool:
-        if is_complete(root):
-            try:
-                meta = json.loads((root / "synthetic.json").read_text())
-            except ValueError:
-                raise DataError(f"{root / 'synthetic.json'}: corrupt (not JSON). Fix: delete {root} to regenerate it") from None
-            want = {"generator_version": GENERATOR_VERSION, **p}
-            if meta != want:
-                raise DataError(
-                    f"{root}: holds a synthetic dataset with other parameters ({meta}); delete it or choose another data.root"
-                )
-            return True
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            raise DataError(f"{root}: exists but is not a complete synthetic dataset; delete it or choose another data.root")
-        return False
-
-    if check_existing():
-        return root
-    with _locked(root.parent / f".{root.name}.lock"):
-        if check_existing():  # another process finished while we waited
-            return root
-        for stale in root.parent.glob(f".{root.name}.tmp-*"):  # left by a killed generator (we hold the lock)
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-        try:
-            _write_tree(tmp, p)
-            if root.is_dir():
-                root.rmdir()  # empty (checked above)
-            try:
-                os.rename(tmp, root)
-            except OSError:
-                if not is_complete(root):
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
-
-
-def ensure_synthetic(root: str | os.PathLike | None = None, **params: int) -> Path:
-    """Generate (once) and return the dataset folder; ``root=None`` -> the cache folder."""
-    full = {**DEFAULTS, **params}
-    if root is None:
-        root = default_cache_dir() / dataset_id(**full)
-    return generate_streethazards(root, **full)
-
-
-class SyntheticStreetHazardsDataModule(StreetHazardsDataModule):
-    """StreetHazards datamodule on the synthetic dataset.
-
-    ``root=None`` (the default) -> ``$HAZARDSEG_CACHE`` or ``~/.cache/hazardseg`` /
-    ``synthetic_streethazards-v<ver>-<hash>``, generated there on first use. An explicit ``root`` must
-    already hold a synthetic dataset: data is generated only where the user asked for the default,
-    never as a fallback for a folder that does not exist (that would report metrics on data the user
-    never meant, e.g. after a typo in ``data.root``).
-    """
-
-    name = "synthetic_streethazards"
-
-    DEFAULT_IMAGE_SIZE = (144, 256)
-    DEFAULT_BATCH_SIZE = 8
-
-    def __init__(
-        self,
-        root: str | os.PathLike | None = None,
-        n_train: int = DEFAULTS["n_train"],
-        n_val: int = DEFAULTS["n_val"],
-        n_test: int = DEFAULTS["n_test"],
-        width: int = DEFAULTS["width"],
-        height: int = DEFAULTS["height"],
-        seed: int = DEFAULTS["seed"],
-        **common: Any,
-    ):
-        self.gen_params = _params(n_train, n_val, n_test, width, height, seed)
-        self.generate = root in (None, "", "null")
-        target = default_cache_dir() / dataset_id(**self.gen_params) if self.generate else Path(root).expanduser()
-        super().__init__(root=target, **common)
-        self.generation_seconds: float | None = None
-
-    def prepare_data(self) -> None:
-        if not self.generate:
-            self.check_explicit_root()
-        elif not is_complete(self.root):
-            t0 = time.perf_counter()
-            try:
-                generate_streethazards(self.root, **self.gen_params)
-            except OSError as err:
-                raise DataError(
-                    f"cannot write the synthetic dataset to {self.root} ({err.strerror or type(err).__name__}). "
-                    f"Fix: export HAZARDSEG_CACHE=/a/writable/folder"
-                ) from None
-            self.generation_seconds = time.perf_counter() - t0
-        else:
-            generate_streethazards(self.root, **self.gen_params)  # validates the parameters
-
-    def check_explicit_root(self) -> None:
-        root = self.root
-        default = f"drop data.root to use the generated default (in $HAZARDSEG_CACHE, now {default_cache_dir()})"
-        if is_complete(root):
-            generate_streethazards(root, **self.gen_params)  # validates the parameters; generates nothing
-        elif not root.exists():
-            raise DataError(f"data.root={root}: folder not found. The synthetic dataset is only generated at its default "
-                            f"location. Fix: {default}, or point data.root to an existing dataset")
-        elif (root / "train").is_dir() or (root / "test").is_dir():
-            raise DataError(f"data.root={root} looks like a real StreetHazards folder (train/, test/), but the synthetic "
-                            f"dataset is selected. Fix: select it with data=streethazards data.root={root}")
-        else:
-            raise DataError(f"data.root={root} holds no synthetic dataset (no synthetic.json). Fix: {default}")
-
-    def setup(self, stage: str | None = None) -> None:
-        if not is_complete(self.root):
-            self.prepare_data()
-        super().setup(stage)
