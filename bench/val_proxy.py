@@ -28,8 +28,9 @@ from hazardseg.config import instantiate
 from hazardseg.data.outliers import build_paste_transform
 from hazardseg.data.transforms import OUTLIER_LABEL
 from hazardseg.metrics import AnomalyMetrics
-from hazardseg.pipeline import applicable_scorers, build_module, load_net_weights, read_checkpoint_meta
-from hazardseg.scorers import build_scorers
+from hazardseg.run.build import build_module
+from hazardseg.run.checkpoints import load_net_weights, read_checkpoint_meta
+from hazardseg.scorers import applicable_scorers, build_scorers
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 STATELESS = "msp,maxlogit,entropy,energy,void,densehybrid"
@@ -73,7 +74,7 @@ def evaluate(ckpt: Path, scorer_names: str, seed: int) -> list[dict]:
         cfg.data.num_workers = 0
     datamodule = instantiate(cfg.data, key="data")
     module = build_module(cfg, OmegaConf.create({"scorer": None}), datamodule, meta)
-    load_net_weights(module, ckpt)
+    load_net_weights(module.net, ckpt)
     net = module.net.eval()
     scorers = applicable_scorers(build_scorers(scorer_config(scorer_names)), net)
     datamodule.prepare_data()

@@ -46,11 +46,10 @@ def test_model_options_build_and_run(make_cfg, option):
 
 @pytest.mark.parametrize("option", options("loss"))
 def test_loss_options(make_cfg, option):
-    from hazardseg.pipeline import check_loss_outputs
 
     cfg = make_cfg([f"loss={option}", "model.decoder_channels=16"])
     loss, net = instantiate(cfg.loss), instantiate(cfg.model).train()
-    check_loss_outputs(loss, net)  # every term reads an output the model produces
+    loss.check_outputs(net.output_names(training=True))  # every term reads an output the model produces
     if loss.needs_class_counts:  # class-balanced terms: the pipeline passes the training split's counts
         loss.set_class_counts(list(range(100, 100 + cfg.data.num_classes)))
     image, mask = torch.randn(2, 3, 64, 64), torch.randint(0, 13, (2, 64, 64))
@@ -87,12 +86,11 @@ def test_data_config_instantiates_tiny_synthetic(make_cfg):
 @pytest.mark.parametrize("option", options("experiment"))
 def test_experiment_presets_build_their_model(make_cfg, option):
     """Presets need real data and downloaded weights to train; their network must still build."""
-    from hazardseg.pipeline import check_loss_outputs
 
     cfg = make_cfg([f"experiment={option}", "model.encoder_weights=null"])
     loss = instantiate(cfg.loss)
     net = instantiate(cfg.model).train()
-    check_loss_outputs(loss, net)
+    loss.check_outputs(net.output_names(training=True))
     out = net(torch.randn(2, 3, 64, 64))
     assert out["logits"].shape == (2, cfg.data.num_classes, 64, 64)
     assert set(loss.required_outputs.values()) <= set(out)

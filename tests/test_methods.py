@@ -209,7 +209,7 @@ def test_densehybrid_scorer_formula():
 
 def test_head_scorers_are_skipped_for_models_without_their_head(make_cfg, capsys):
     from hazardseg.config import instantiate
-    from hazardseg.pipeline import applicable_scorers
+    from hazardseg.scorers import applicable_scorers
     from hazardseg.scorers import build_scorers
 
     net = instantiate(make_cfg(["model.decoder_channels=16"]).model, key="model")

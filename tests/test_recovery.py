@@ -209,7 +209,7 @@ def test_class_distribution_cache_follows_the_data(tmp_path, read_only_dir, recw
     cache folder is a warning."""
     import hazardseg.data.stats as stats
     from hazardseg.data import StreetHazardsDataModule, generate_streethazards, read_odgt
-    from hazardseg.pipeline import class_report
+    from hazardseg.run.fit import class_report
 
     root = generate_streethazards(tmp_path / "sh", n_train=4, n_val=2, n_test=2, width=64, height=36)
     computed = []

@@ -108,7 +108,8 @@ def test_component_errors_name_their_config_key(make_cfg):
 
 def test_optimizer_and_class_weights_checked_before_fit(make_cfg):
     from hazardseg.data import SyntheticStreetHazardsDataModule
-    from hazardseg.pipeline import build_module, preflight
+    from hazardseg.run.build import build_module
+    from hazardseg.run.checks import preflight
 
     cfg = make_cfg([*TINY_DATA, "model.decoder_channels=16", "+optim.optimizer.betas=[2.0,0.5]"])
     datamodule = instantiate(cfg.data)
@@ -184,7 +185,8 @@ def test_model_store_on_a_file_is_one_line_at_start(tmp_path):
 def test_training_batch_of_one(make_cfg, model, refused):
     """DeepLabV3+'s ASPP image pooling (BatchNorm on a 1x1 map) cannot train on one image: refused at
     start, in one line; a model without it trains with batch size 1."""
-    from hazardseg.pipeline import build_module, check_batch_of_one
+    from hazardseg.run.build import build_module
+    from hazardseg.run.checks import check_batch_of_one
 
     cfg = make_cfg([*TINY_DATA, f"model={model}", "data.batch_size=1"])
     datamodule = instantiate(cfg.data)
@@ -205,7 +207,7 @@ def test_training_batch_of_one(make_cfg, model, refused):
 def test_eval_data_config_follows_the_environment_and_the_command_line(make_cfg, monkeypatch):
     """STREETHAZARDS_ROOT moved after training: eval.py follows it; an explicit data.root wins; a data option
     on the command line is the test data while the scorers fit on the model's own (moved) data."""
-    from hazardseg.pipeline import env_sources, eval_data_configs
+    from hazardseg.run.build import env_sources, eval_data_configs
 
     def test_root(chosen=None):
         test, fit = eval_data_configs(trained, meta, chosen)

@@ -21,7 +21,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from hazardseg.errors import HazardsegError
-from hazardseg.io import atomic_write_json
+from hazardseg.io import job_overrides
 
 # conf/hydra/launcher/{joblib,ray}.yaml are complete configs named like the plugins' own: Hydra 1.3 still
 # validates them against the plugin's schema and says so at every composition; the files also work alone.
@@ -32,6 +32,8 @@ _sweep_exit = {"code": 0}  # set when a multirun ends with failed jobs (see repo
 
 def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
+
+    from hazardseg.run.record import write_failure  # the only writer of results.json
     from hydra.types import RunMode
 
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
@@ -54,7 +56,7 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
             traceback.print_exc()
         print(f"error: {message}", file=sys.stderr, flush=True)
         code = USER_ERROR if user_error else INTERNAL_ERROR
-        _write_failure(cfg, message, "failed", code)
+        write_failure(cfg, message, "failed", code)
         if multirun:  # the sweep goes on; it exits non-zero at the end (report_sweep_failures)
             _sweep_exit["code"] = _worst(_sweep_exit["code"], code)
             return None
@@ -64,21 +66,11 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
 
 def _stop(cfg: DictConfig, message: str, code: int) -> None:
     """SIGINT / SIGTERM: write the run's results.json and end the process (and the sweep)."""
+    from hazardseg.run.record import write_failure
+
     print(f"error: {message}; re-run the same command to resume", file=sys.stderr, flush=True)
-    _write_failure(cfg, message, "interrupted", code)
+    write_failure(cfg, message, "interrupted", code)
     sys.exit(code)
-
-
-def _write_failure(cfg: DictConfig, message: str, status: str, code: int) -> None:
-    from hazardseg.store import launch_rank
-
-    if launch_rank() != 0:
-        return
-    try:
-        out = Path(cfg.paths.output_dir)
-        atomic_write_json(out / "results.json", {"status": status, "error": message, "exit_code": code, "task": cfg.get("task_name")})
-    except Exception as err:  # config too broken to know the run dir, or the run dir is not writable
-        print(f"[hazardseg] could not write results.json ({type(err).__name__}: {err})", file=sys.stderr, flush=True)
 
 
 def _headline(results: dict[str, Any]) -> float | None:
@@ -100,7 +92,7 @@ def report_sweep_failures(sweep_dir: Path) -> list[dict[str, Any]]:
     Reads the job folders rather than the launcher's return values, so it works for every launcher
     (jobs in other processes or on other machines). Called by :class:`hazardseg.sweep.SweepReport`."""
     job_dirs = sorted((p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-    overrides = {job_dir: _overrides(job_dir) for job_dir in job_dirs}
+    overrides = {job_dir: job_overrides(job_dir) for job_dir in job_dirs}
     shared = set.intersection(*map(set, overrides.values())) if len(job_dirs) > 1 else set()  # name jobs by what varies
     failed = []
     for job_dir in job_dirs:
@@ -133,13 +125,6 @@ def _read(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def _overrides(job_dir: Path) -> list[str]:
-    file = job_dir / ".hydra" / "overrides.yaml"
-    if not file.is_file():
-        return []
-    return [line.removeprefix("- ").strip() for line in file.read_text().splitlines() if line.startswith("- ")]
 
 
 # ---------------------------------------------------------------------------- eval.py command line

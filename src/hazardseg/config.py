@@ -46,7 +46,8 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """A finite int or float (not a bool)."""
     return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
 
 
@@ -78,7 +79,7 @@ def number(lo: float | None = None, hi: float | None = None, *, gt: float | None
            null: bool = False, example: Any = None) -> Spec:
     words, in_range = _bounds(lo, hi, gt, lt)
     spec = Spec(f"a number {words}".strip(), str(example if example is not None else (lo if lo is not None else 1.0)),
-                lambda v: _is_number(v) and in_range(v))
+                lambda v: is_number(v) and in_range(v))
     return _nullable(spec, null)
 
 
@@ -97,7 +98,7 @@ def text(null: bool = False, example: str = "...", empty: bool = False) -> Spec:
 def numbers(lo: float | None = None, null: bool = False, example: str = "[1.0,2.0]") -> Spec:
     words, in_range = _bounds(lo)
     spec = Spec(f"a list of numbers {words}".strip(), example,
-                lambda v: isinstance(v, list) and len(v) > 0 and all(_is_number(x) and in_range(x) for x in v))
+                lambda v: isinstance(v, list) and len(v) > 0 and all(is_number(x) and in_range(x) for x in v))
     return _nullable(spec, null)
 
 

@@ -108,3 +108,11 @@ def unwritable_reason(folder: str | os.PathLike) -> str | None:
     except OSError as err:
         return err.strerror or type(err).__name__
     return None
+
+
+def job_overrides(job_dir: Path) -> list[str]:
+    """The command-line overrides of one multirun job (``<job>/.hydra/overrides.yaml``), unquoted; [] if none."""
+    file = Path(job_dir) / ".hydra" / "overrides.yaml"
+    if not file.is_file():
+        return []
+    return [line.removeprefix("- ").strip().strip("'\"") for line in file.read_text().splitlines() if line.startswith("- ")]

@@ -35,6 +35,7 @@ from urllib.parse import urlparse
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 
 from hazardseg.errors import ConfigError
+from hazardseg.metrics.names import ANOMALY
 
 
 def wandb_mode(requested: str) -> str:
@@ -86,7 +87,7 @@ class WandbLogger(_LightningWandbLogger):
         step = "trainer/global_step"  # Lightning's x axis for every metric; a named define_metric replaces the glob
         best = {"val/miou": "max", "val/pixel_acc": "max", "train/loss": "min"}
         for name in scorers:
-            best.update({f"val/{name}/aupr": "max", f"val/{name}/auroc": "max", f"val/{name}/fpr95": "min"})
+            best.update({f"val/{name}/{key}": "max" if up else "min" for key, up in ANOMALY.items()})
         for key, summary in best.items():
             run.define_metric(key, step_metric=step, summary=summary)
 

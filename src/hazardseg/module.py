@@ -16,17 +16,18 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
+from hazardseg.data.labels import IGNORE_LABEL, LabelSpec
 from hazardseg.errors import ConfigError, HazardsegError
+from hazardseg.maps import resize
 
 # Scheduler arguments that mean "length of the run" (OneCycleLR, PolynomialLR / LinearLR, CosineAnnealingLR).
 RUN_LENGTH_KEYS = ("total_steps", "total_iters", "T_max")
-METRIC_IGNORE = 255  # label used inside the metrics for "not scored" (dataset ignore + anomaly pixels)
+METRIC_IGNORE = IGNORE_LABEL  # label used inside the metrics for "not scored" (dataset ignore + anomaly pixels)
 
 
 class NonFiniteLossError(HazardsegError):
@@ -40,33 +41,44 @@ class Segmenter(L.LightningModule):
         loss: nn.Module,
         optim: Mapping[str, Any] | DictConfig,
         num_classes: int,
-        ignore_index: int | None = None,
-        anomaly_index: int | None = None,
         class_names: list[str] | None = None,
+        labels: LabelSpec | None = None,
         scorers: Mapping[str, nn.Module] | None = None,
         checkpoint_meta: Mapping[str, Any] | None = None,
-        semantic_labels: bool = True,
     ):
+        """``num_classes`` / ``class_names``: the classes the network predicts (its training data's).
+        ``labels``: what the masks of the data it is tested on mean (:class:`~hazardseg.data.labels.LabelSpec`;
+        default: the model's classes, no ignore value, no anomaly) -- a test-only benchmark has no classes."""
         super().__init__()
         self.net = net
         self.loss = loss
         self.optim_cfg = optim
         self.num_classes = num_classes
-        self.ignore_index = ignore_index
-        self.anomaly_index = anomaly_index
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
+        self.labels = labels if labels is not None else LabelSpec(tuple(self.class_names))
         # A plain dict (not a ModuleDict) keeps scorer statistics out of the model checkpoint: they are
         # cached per checkpoint by the ScorerFitting callback, and a scorer sweep must load any checkpoint.
         self.scorers: dict[str, nn.Module] = dict(scorers or {})
         self.checkpoint_meta = dict(checkpoint_meta or {})
-        # False for test-only anomaly benchmarks: their masks hold normal/anomaly/void, not classes.
-        self.semantic_labels = semantic_labels
-        # Smallest training batch the network can take (set to 2 by pipeline.check_batch_of_one for
-        # BatchNorm after global pooling); smaller batches (from skipped samples) are skipped.
+        # Smallest training batch the network can take (2 for BatchNorm after global pooling, set by the run's
+        # check stage); smaller batches (from skipped samples) are skipped.
         self.min_train_batch = 1
         self._warned_small_batch = False
         self.val_metrics = self._segmentation_metrics("val/")
         self.test_metrics = self._segmentation_metrics("test/")
+
+    # The test data's label facts, for callers that name one of them.
+    @property
+    def ignore_index(self) -> int | None:
+        return self.labels.ignore_index
+
+    @property
+    def anomaly_index(self) -> int | None:
+        return self.labels.anomaly_index
+
+    @property
+    def semantic_labels(self) -> bool:
+        return self.labels.semantic
 
     # ------------------------------------------------------------------ forward / steps
     def forward(self, image: Tensor) -> dict[str, Any]:
@@ -102,9 +114,9 @@ class Segmenter(L.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
         outputs = self(batch["image"])
         mask = batch["mask"]
-        if self.semantic_labels:
+        if self.labels.semantic:
             self.test_metrics.update(outputs["logits"].argmax(1), self._metric_target(mask))
-        scores = {name: _to_size(scorer(outputs), mask.shape[-2:]) for name, scorer in self.scorers.items()}
+        scores = {name: resize(scorer(outputs), mask.shape[-2:]) for name, scorer in self.scorers.items()}
         return {"outputs": outputs, "scores": scores}
 
     def on_test_start(self) -> None:
@@ -156,7 +168,7 @@ class Segmenter(L.LightningModule):
         # Fine-tuning recipes use a lower LR for a pretrained encoder than for the fresh decoder/heads.
         scale = float(cfg.get("encoder_lr_scale", 1.0))
         base_lr = float(cfg["optimizer"]["lr"])
-        encoder = {id(p) for p in self.net.encoder.parameters()}
+        encoder = {id(p) for p in self.net.param_groups()["encoder"]}
         enc = [p for p in self.net.parameters() if id(p) in encoder and p.requires_grad]
         rest = [p for p in self.parameters() if id(p) not in encoder and p.requires_grad]
         groups = [{"params": rest, "lr": base_lr}]
@@ -183,14 +195,7 @@ class Segmenter(L.LightningModule):
 
     def _metric_target(self, mask: Tensor) -> Tensor:
         """Pixels that are ignored, anomalous or pasted outliers do not count towards mIoU / pixel accuracy."""
-        from hazardseg.data.transforms import OUTLIER_LABEL
-
-        target = mask.masked_fill(mask == OUTLIER_LABEL, METRIC_IGNORE)
-        if self.ignore_index is not None:
-            target = target.masked_fill(mask == self.ignore_index, METRIC_IGNORE)
-        if self.anomaly_index is not None:
-            target = target.masked_fill(mask == self.anomaly_index, METRIC_IGNORE)
-        return target
+        return self.labels.metric_target(mask)
 
     def _log_segmentation(self, metrics: MetricCollection, prefix: str) -> dict[str, float]:
         values = metrics.compute()
@@ -230,10 +235,3 @@ def _build(key: str, cfg: Any, *args: Any) -> Any:
 def as_float64(values: Mapping[str, float]) -> dict[str, Tensor]:
     """Lightning logs Python floats as float32; metric values keep their float64 digits in results.json."""
     return {k: torch.tensor(float(v), dtype=torch.float64) for k, v in values.items()}
-
-
-def _to_size(scores: Tensor, size) -> Tensor:
-    """Score maps are compared with labels at the labels' size: bilinear upsampling, as the benchmarks do."""
-    if scores.shape[-2:] == tuple(size):
-        return scores
-    return F.interpolate(scores.unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False).squeeze(1)

@@ -19,8 +19,9 @@ import logging
 from typing import Any
 
 from hazardseg.errors import ConfigError
+from hazardseg.metrics.names import ANOMALY
 
-METRICS = ("aupr", "auroc", "fpr95")
+METRICS = tuple(ANOMALY)
 log = logging.getLogger(__name__)
 
 

@@ -28,14 +28,15 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from hazardseg.console import render_table, say
-from hazardseg.io import atomic_path, atomic_write_text
+from hazardseg.io import atomic_path, atomic_write_text, job_overrides
+from hazardseg.metrics.names import ANOMALY, BENCHMARK, BENCHMARK_THRESHOLDS, higher_is_better
 
-METRICS = ("miou", "aupr", "auroc", "fpr95", "per_image_aupr", "per_image_auroc", "per_image_fpr95")
+METRICS = ("miou", *ANOMALY, *(f"per_image_{k}" for k in ANOMALY))
 # Test-only anomaly benchmarks (hazardseg.callbacks.BenchmarkEvaluation): the leaderboard's metrics under their
 # own names (SMIYC convention), in %, and the score threshold they use (in the exported float16 score space).
-BENCHMARK_METRICS = ("AP", "FPR95", "best_F1", "sIoU_gt", "PPV", "mean_F1", "F1_25", "F1_50", "F1_75")
-THRESHOLDS = ("best_F1_threshold",)
-LOWER_IS_BETTER = {"fpr95", "per_image_fpr95", "FPR95"}
+BENCHMARK_METRICS = tuple(BENCHMARK)
+THRESHOLDS = BENCHMARK_THRESHOLDS
+LOWER_IS_BETTER = {m for m in (*METRICS, *BENCHMARK_METRICS) if higher_is_better(m) is False}
 JOB_COLUMNS = ("objective_metric", "objective", "reused_checkpoint", "train_hash", "wall_time_s", "run_dir", "error")
 CURVES_FILE = "pr_curves.json"
 
@@ -111,7 +112,7 @@ def sweep_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def job_rows(job_dir: Path) -> list[dict[str, Any]]:
-    base: dict[str, Any] = {"job": int(job_dir.name), "overrides": " ".join(_overrides(job_dir)), "run_dir": str(job_dir)}
+    base: dict[str, Any] = {"job": int(job_dir.name), "overrides": " ".join(job_overrides(job_dir)), "run_dir": str(job_dir)}
     base.update({f"override:{k}": v for k, v in _override_pairs(job_dir).items()})
     results_file = job_dir / "results.json"
     if not results_file.is_file():
@@ -250,7 +251,7 @@ def plot_sweep(sweep_dir: Path, rows: list[dict], columns: list[str], names: dic
         return {}
     labels = [_label(r, varying(rows, columns), names) for r in done]
     written: dict[str, Path] = {}
-    metrics = [m for m in ("aupr", "auroc", "fpr95", "miou") if any(r.get(m) is not None for r in done)]
+    metrics = [m for m in (*ANOMALY, "miou") if any(r.get(m) is not None for r in done)]
     if metrics:
         fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 2, 0.35 * len(done) + 1.6), squeeze=False, sharey=True)
         for ax, metric in zip(axes[0], metrics):
@@ -376,16 +377,9 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _overrides(job_dir: Path) -> list[str]:
-    file = job_dir / ".hydra" / "overrides.yaml"
-    if not file.is_file():
-        return []
-    return [line.removeprefix("- ").strip().strip("'\"") for line in file.read_text().splitlines() if line.startswith("- ")]
-
-
 def _override_pairs(job_dir: Path) -> dict[str, str]:
     pairs = {}
-    for item in _overrides(job_dir):
+    for item in job_overrides(job_dir):
         key, sep, value = item.partition("=")
         if sep:
             pairs[key.lstrip("+~")] = value

@@ -25,6 +25,7 @@ from typing import Any, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
+from hazardseg.dist import launch_rank
 from hazardseg.errors import HazardsegError
 from hazardseg.io import HOST, atomic_write_json, pid_alive, remove_stale_temp_files
 
@@ -51,14 +52,6 @@ def training_config(cfg: DictConfig) -> dict[str, Any]:
     if isinstance(data, dict) and isinstance(data.get("outliers"), dict) and not data["outliers"].get("enabled"):
         del data["outliers"]  # outlier pasting switched off: its options cannot change the weights
     return container
-
-
-def launch_rank() -> int:
-    """Global rank of this process as set by the DDP launcher (Lightning, torchrun, SLURM); 0 otherwise."""
-    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 0
 
 
 def config_hash(obj: Any, length: int = 12) -> str:

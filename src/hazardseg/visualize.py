@@ -21,6 +21,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
+from hazardseg.data.labels import LabelSpec
 from hazardseg.data.transforms import denormalize
 
 MIN_TILE_WIDTH = 256   # small images are upscaled (labels nearest, photos bilinear) so text and details stay legible
@@ -55,21 +56,23 @@ def per_image_miou(pred: Tensor, target: Tensor, num_classes: int, valid: Tensor
 
 def prediction_panel(
     image: Tensor, mask: Tensor, logits: Tensor | None, num_classes: int, name: str,
-    ignore_index: int | None = None, anomaly_index: int | None = None, anomaly: Tensor | None = None,
-    class_names: list[str] | None = None, scorer: str = "anomaly score", semantic_labels: bool = True,
+    labels: LabelSpec | None = None, anomaly: Tensor | None = None,
+    class_names: list[str] | None = None, scorer: str = "anomaly score",
 ) -> tuple[np.ndarray, float]:
-    """The panel of one test image as an (H, W, 3) uint8 array, and the image's mIoU (NaN without classes)."""
+    """The panel of one test image as an (H, W, 3) uint8 array, and the image's mIoU (NaN without classes).
+    ``labels``: what the mask values mean (default: ``num_classes`` classes, no ignore value, no anomaly)."""
+    labels = labels if labels is not None else LabelSpec(tuple(str(c) for c in range(num_classes)))
+    semantic_labels = labels.semantic
     rgb = (denormalize(image.float()).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
     mask_np = mask.numpy()
-    is_anomaly = (mask_np == anomaly_index) if anomaly_index is not None else np.zeros(mask_np.shape, bool)
-    ignored = (mask_np == ignore_index) if ignore_index is not None else np.zeros(mask_np.shape, bool)
-    ignored |= mask_np >= 254  # pasted-outlier / padding labels are not classes
-    ignored &= ~is_anomaly
+    anomalous = labels.is_anomaly(mask)
+    is_anomaly = anomalous.numpy()
+    ignored = (labels.not_a_class(mask) & ~anomalous).numpy()  # ignore, padding and pasted-outlier values
     scale = max(1, -(-MIN_TILE_WIDTH // rgb.shape[1]))
     tiles: list[tuple[str, np.ndarray]] = [("input", rgb)]
     bars: dict[int, tuple[str, str, str]] = {}
     miou = float("nan")
-    colours = palette(num_classes)
+    colours = palette(num_classes) if labels.palette is None else np.array([*labels.palette, ANOMALY_RGB], np.uint8)
     present: list[int] = []
     if semantic_labels and logits is not None:
         pred = logits.argmax(0)
@@ -100,7 +103,7 @@ def prediction_panel(
         tiles.append((f"{scorer} (cyan: anomaly GT)", heat))
         bars[len(tiles) - 1] = ("inferno", f"{lo:.3g}", f"{hi:.3g}")
     legend = [(class_names[c] if class_names and c < len(class_names) else str(c), tuple(colours[c])) for c in present if c < num_classes]
-    if anomaly_index is not None:
+    if labels.anomaly_values:
         legend.append(("anomaly", ANOMALY_RGB))
     legend.append(("ignored", IGNORE_RGB))
     title = f"{name}" + (f"   mIoU {100 * miou:.1f}%" if miou == miou else "")

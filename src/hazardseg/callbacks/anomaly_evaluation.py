@@ -4,8 +4,11 @@ Pooled pixel-level AUPR / AUROC / FPR95 (:class:`~hazardseg.metrics.AnomalyMetri
 ``per_image``, the original StreetHazards per-image protocol. Values are logged through the module
 (``test/<scorer>/<metric>``, ``test/<scorer>/per_image/<metric>``), so they reach every logger and come
 back from ``Trainer.test``; PR/ROC curves go to loggers that can show them (the (run, scorer) table is
-``hazardseg.report.finish_run``'s).
-Anomaly = mask == ``pl_module.anomaly_index``; pixels == ``pl_module.ignore_index`` are not scored.
+``hazardseg.report.finish_run``'s) and come back through the results channel (``curves``).
+Each pooled metric has its binning error bound beside it (``test/<scorer>/<metric>_error_bound``,
+:meth:`~hazardseg.metrics.AnomalyMetrics.error_bounds`); a bound over 1e-4 is said in one line (score maps
+concentrated near one value, which a user's own scorer can produce).
+Anomaly and scored pixels: ``pl_module.labels`` (:class:`~hazardseg.data.labels.LabelSpec`).
 """
 
 from __future__ import annotations
@@ -15,13 +18,16 @@ from typing import Any
 import lightning as L
 from torch import nn
 
+from hazardseg.callbacks.base import EvaluationCallback
+from hazardseg.console import say
 from hazardseg.metrics import AnomalyMetrics, PerImageAnomalyMetrics
+from hazardseg.metrics.names import ANOMALY, ERROR_BOUND, ERROR_BOUND_WARNING
 from hazardseg.module import as_float64
 
-ANOMALY_KEYS = ("aupr", "auroc", "fpr95")
 
+class AnomalyEvaluation(EvaluationCallback):
+    results_key = "curves"  # scorer -> PR / ROC curve points (the sweep report's PR plot)
 
-class AnomalyEvaluation(L.Callback):
     def __init__(self, per_image: bool = True, curves: bool = True):
         self.per_image = per_image
         self.curves = curves
@@ -30,7 +36,7 @@ class AnomalyEvaluation(L.Callback):
         self.curve_points: dict[str, dict] = {}
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        names = list(pl_module.scorers) if pl_module.anomaly_index is not None else []
+        names = list(pl_module.scorers) if pl_module.labels.anomaly_values else []
         self.pooled = nn.ModuleDict({n: AnomalyMetrics() for n in names}).to(pl_module.device)
         self.images = nn.ModuleDict({n: PerImageAnomalyMetrics() for n in names if self.per_image}).to(pl_module.device)
         self.curve_points = {}
@@ -38,9 +44,8 @@ class AnomalyEvaluation(L.Callback):
     def on_test_batch_end(self, trainer, pl_module, outputs: dict[str, Any], batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         if not self.pooled:
             return
-        mask = batch["mask"]
-        is_anomaly = mask == pl_module.anomaly_index
-        valid = None if pl_module.ignore_index is None else mask != pl_module.ignore_index
+        mask, labels = batch["mask"], pl_module.labels
+        is_anomaly, valid = labels.is_anomaly(mask), labels.valid(mask)
         for name, scores in outputs["scores"].items():
             self.pooled[name].update(scores, is_anomaly, valid)
             if name in self.images:
@@ -51,7 +56,8 @@ class AnomalyEvaluation(L.Callback):
         for name, metric in self.pooled.items():
             values.update({f"test/{name}/{k}": v for k, v in _compute(metric, name, pl_module).items()})
             if metric.update_called and f"test/{name}/auroc" in values:
-                self.curve_points[name] = metric.curves()  # the pipeline saves them for the sweep report's PR plot
+                values.update(_error_bounds(metric, name, trainer))
+                self.curve_points[name] = metric.curves()  # the record stage saves them for the sweep report's PR plot
                 for logger in trainer.loggers if self.curves else ():
                     if hasattr(logger, "log_curves"):
                         logger.log_curves(f"test/{name}", self.curve_points[name])
@@ -63,6 +69,22 @@ class AnomalyEvaluation(L.Callback):
             pl_module.log_dict(as_float64(values), sync_dist=True)  # already reduced across ranks; averaging equal values is a no-op
 
 
+    def results(self) -> dict[str, dict]:
+        return self.curve_points
+
+
+def _error_bounds(metric: AnomalyMetrics, name: str, trainer: L.Trainer) -> dict[str, float]:
+    """``test/<scorer>/<metric>_error_bound`` of the (DDP-synced) state; one line when a bound is large."""
+    with metric.sync_context():  # compute() has unsynced the state again: bound what it computed on
+        bounds = metric.error_bounds()
+    large = {k: v for k, v in bounds.items() if v > ERROR_BOUND_WARNING}
+    if large and trainer.is_global_zero:
+        shown = ", ".join(f"{k} {v:.1e}" for k, v in large.items())
+        say(f"[hazardseg] warning: scorer '{name}': binning error bound above {ERROR_BOUND_WARNING:g} ({shown}): its scores "
+            f"are concentrated near one value; spread them (e.g. a log or rank transform) for exact metrics")
+    return {f"test/{name}/{k}{ERROR_BOUND}": float(v) for k, v in bounds.items()}
+
+
 def scorer_rows(metrics: dict[str, Any], scorers: list[str]) -> list[dict[str, Any]]:
     """One row per scorer: pooled and per-image AUPR / AUROC / FPR95, the test mIoU and, on a test-only
     benchmark, its leaderboard metrics under their benchmark names (:mod:`~hazardseg.callbacks.benchmark_evaluation`)."""
@@ -71,8 +93,10 @@ def scorer_rows(metrics: dict[str, Any], scorers: list[str]) -> list[dict[str, A
     rows = []
     for name in scorers:
         row: dict[str, Any] = {"scorer": name}
-        row.update({key: metrics.get(f"test/{name}/{key}") for key in ANOMALY_KEYS})
-        row.update({f"per_image_{key}": metrics.get(f"test/{name}/per_image/{key}") for key in ANOMALY_KEYS})
+        row.update({key: metrics.get(f"test/{name}/{key}") for key in ANOMALY})
+        row.update({f"per_image_{key}": metrics.get(f"test/{name}/per_image/{key}") for key in ANOMALY})
+        row.update({f"{key}{ERROR_BOUND}": metrics[f"test/{name}/{key}{ERROR_BOUND}"] for key in ANOMALY
+                    if f"test/{name}/{key}{ERROR_BOUND}" in metrics})
         row["test_miou"] = metrics.get("test/miou")
         row.update(benchmark_row(metrics, name))
         rows.append(row)

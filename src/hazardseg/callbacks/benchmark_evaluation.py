@@ -19,37 +19,41 @@ the ``method`` template (``{train_hash}``, ``{scorer}``).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 
+from hazardseg.callbacks.base import EvaluationCallback
+from hazardseg.config import is_number
 from hazardseg.console import say
 from hazardseg.metrics import BenchmarkEvaluator
+from hazardseg.metrics.names import BENCHMARK_COLUMNS
 from hazardseg.metrics.submission import Float16Encoder
 from hazardseg.module import as_float64
 
 # Benchmark-named metrics of the results table (one row per scorer); every numeric result is logged.
-BENCHMARK_KEYS = ("AP", "FPR95", "best_F1", "best_F1_threshold", "sIoU_gt", "PPV", "mean_F1", "F1_25", "F1_50", "F1_75")
+BENCHMARK_KEYS = BENCHMARK_COLUMNS
 
 
-class BenchmarkEvaluation(L.Callback):
+class BenchmarkEvaluation(EvaluationCallback):
     """Args:
         run_dir: the run folder (submission files and scratch maps go below it).
         submission: write the leaderboard's submission files of every frame.
         method: template of the submission's method folder; ``{train_hash}`` (the model) and ``{scorer}``.
     """
 
+    results_key = "benchmark"  # scorer -> every leaderboard number, method and submission folder
+
     def __init__(self, run_dir: str, submission: bool = False, method: str = "{train_hash}-{scorer}"):
         self.run_dir = Path(run_dir)
         self.submission = bool(submission)
         self.method = method
         self.evaluators: dict[str, BenchmarkEvaluator] = {}
-        self.results: dict[str, dict[str, Any]] = {}
+        self.results_by_scorer: dict[str, dict[str, Any]] = {}
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.evaluators, self.results = {}, {}
+        self.evaluators, self.results_by_scorer = {}, {}
         datamodule = trainer.datamodule
         if not getattr(datamodule, "test_only", False):
             return
@@ -81,12 +85,15 @@ class BenchmarkEvaluation(L.Callback):
             result["method"] = evaluator.method
             if self.submission:
                 result["submission_dir"] = str(self.run_dir / "anomaly_p" / evaluator.method)
-            self.results[name] = result
+            self.results_by_scorer[name] = result
             if "note" in result and trainer.is_global_zero:
                 say(f"[hazardseg] scorer '{name}': {result['note']}")
-            values.update({f"test/{name}/{k}": float(v) for k, v in result.items() if _is_number(v)})
+            values.update({f"test/{name}/{k}": float(v) for k, v in result.items() if is_number(v)})
         if values:
             pl_module.log_dict(as_float64(values), sync_dist=True)  # equal on every rank: averaging is a no-op
+
+    def results(self) -> dict[str, dict[str, Any]]:
+        return self.results_by_scorer
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         for evaluator in self.evaluators.values():
@@ -102,7 +109,3 @@ def _share_encoder(trainer: L.Trainer, encoder: Float16Encoder, first_frame) -> 
     """Under DDP all ranks export with one float16 map: rank 0's, fitted on its first frame."""
     encoder.fit(first_frame)
     encoder.load_state_dict(trainer.strategy.broadcast(encoder.state_dict(), src=0))
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

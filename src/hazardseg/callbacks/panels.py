@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import lightning as L
+from hazardseg.callbacks.base import EvaluationCallback
+from hazardseg.data.labels import IGNORE_LABEL, OUTLIER_LABEL
 
-IGNORED = 255  # W&B mask value of ignored pixels
 
-
-class PredictionPanels(L.Callback):
+class PredictionPanels(EvaluationCallback):
+    results_key = "panels"  # the PNG files written
     """Args:
         num_panels: how many test images to render (0 = none).
         out_dir: folder for the PNGs (``${paths.output_dir}/panels``).
@@ -26,6 +26,9 @@ class PredictionPanels(L.Callback):
         self.panels: list[tuple[str, Any, float]] = []
         self.files: list[Path] = []
         self.masks: list[dict[str, Any]] = []  # inputs with prediction / ground-truth masks for W&B's mask overlay
+
+    def results(self) -> list[str]:
+        return [str(p) for p in self.files]
 
     def on_test_start(self, trainer, pl_module) -> None:
         self.panels, self.files, self.masks = [], [], []
@@ -41,13 +44,12 @@ class PredictionPanels(L.Callback):
         for i in range(min(len(batch["name"]), self.num_panels - len(self.panels))):
             image, mask = batch["image"][i].cpu(), batch["mask"][i].cpu()
             panel, miou = prediction_panel(
-                image, mask, logits[i].detach().float().cpu(), pl_module.num_classes,
-                str(batch["name"][i]), pl_module.ignore_index, pl_module.anomaly_index,
-                None if name is None else scores[name][i].detach().cpu(),
-                class_names=pl_module.class_names, scorer=name or "", semantic_labels=pl_module.semantic_labels,
+                image, mask, logits[i].detach().float().cpu(), pl_module.num_classes, str(batch["name"][i]),
+                pl_module.labels, None if name is None else scores[name][i].detach().cpu(),
+                class_names=pl_module.class_names, scorer=name or "",
             )
             self.panels.append((str(batch["name"][i]), panel, miou))
-            if pl_module.semantic_labels:
+            if pl_module.labels.semantic:
                 self.masks.append(_wandb_sample(image, mask, logits[i], str(batch["name"][i]), miou))
 
     def on_test_end(self, trainer, pl_module) -> None:
@@ -60,16 +62,7 @@ class PredictionPanels(L.Callback):
                 logger.log_image("test/panels", [p for _, p, _ in self.panels],
                                  caption=[f"{n} mIoU {100 * m:.1f}%" for n, _, m in self.panels])
             if self.masks and hasattr(logger, "log_segmentation"):
-                logger.log_segmentation("test/segmentation", self.masks, mask_labels(pl_module))
-
-
-def mask_labels(pl_module) -> dict[int, str]:
-    """Class id -> name for W&B masks, with the anomaly and ignore labels named too."""
-    labels = dict(enumerate(pl_module.class_names))
-    if pl_module.anomaly_index is not None:
-        labels[int(pl_module.anomaly_index)] = "anomaly"
-    labels[IGNORED] = "ignored"
-    return labels
+                logger.log_segmentation("test/segmentation", self.masks, pl_module.labels.legend())
 
 
 def _wandb_sample(image, mask, logits, name: str, miou: float) -> dict[str, Any]:
@@ -78,7 +71,7 @@ def _wandb_sample(image, mask, logits, name: str, miou: float) -> dict[str, Any]
     from hazardseg.data.transforms import denormalize
 
     gt = mask.numpy().astype(np.int64)
-    gt[gt >= 254] = IGNORED  # pasted outliers / padding: not a class
+    gt[gt >= OUTLIER_LABEL] = IGNORE_LABEL  # pasted outliers / padding: not a class
     return {"image": (denormalize(image.float()).permute(1, 2, 0).numpy() * 255).astype(np.uint8),
             "prediction": logits.argmax(0).cpu().numpy().astype(np.uint8), "ground_truth": gt.astype(np.uint8),
             "caption": f"{name} mIoU {100 * miou:.1f}%"}

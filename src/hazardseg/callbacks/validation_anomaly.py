@@ -6,7 +6,8 @@ scores the val images with every configured scorer that needs no fitted statisti
 entropy, energy, head-based scorers) and logs pooled ``val/<scorer>/{aupr,auroc,fpr95}`` each
 validation epoch; ``objective=val/<scorer>/aupr`` then reads them. Scorers with fitted statistics (SML)
 are left out: refitting them every epoch would cost a pass over the training split.
-Anomaly = pasted pixels (``OUTLIER_LABEL``) or the dataset's anomaly label; ignore pixels are not scored.
+Anomaly = pasted pixels (``OUTLIER_LABEL``) or the dataset's anomaly label; ignore pixels are not scored
+(``pl_module.labels``).
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from typing import Any
 import lightning as L
 from torch import nn
 
-from hazardseg.data.transforms import OUTLIER_LABEL
+from hazardseg.maps import resize
 from hazardseg.metrics import AnomalyMetrics
-from hazardseg.module import _to_size, as_float64
-
-ANOMALY_KEYS = ("aupr", "auroc", "fpr95")
+from hazardseg.metrics.names import ANOMALY
+from hazardseg.module import as_float64
 
 
 def validation_scorers(pl_module: L.LightningModule) -> dict[str, nn.Module]:
@@ -47,13 +47,10 @@ class ValidationAnomaly(L.Callback):
     def on_validation_batch_end(self, trainer, pl_module, outputs: Any, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         if not self.metrics or not isinstance(outputs, dict) or "outputs" not in outputs:
             return
-        mask = batch["mask"]
-        is_anomaly = mask == OUTLIER_LABEL
-        if pl_module.anomaly_index is not None:
-            is_anomaly |= mask == pl_module.anomaly_index
-        valid = None if pl_module.ignore_index is None else mask != pl_module.ignore_index
+        mask, labels = batch["mask"], pl_module.labels
+        is_anomaly, valid = labels.is_anomaly(mask, outliers=True), labels.valid(mask)
         for name, metric in self.metrics.items():
-            scores = _to_size(pl_module.scorers[name](outputs["outputs"]).detach(), mask.shape[-2:])
+            scores = resize(pl_module.scorers[name](outputs["outputs"]).detach(), mask.shape[-2:])
             metric.update(scores, is_anomaly, valid)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -61,7 +58,7 @@ class ValidationAnomaly(L.Callback):
         for name, metric in self.metrics.items():
             if metric.update_called:
                 try:
-                    values.update({f"val/{name}/{k}": v for k, v in metric.compute().items() if k in ANOMALY_KEYS})
+                    values.update({f"val/{name}/{k}": v for k, v in metric.compute().items() if k in ANOMALY})
                 except ValueError as err:  # no pasted pixel at all (e.g. probability 0)
                     pl_module.print(f"[hazardseg] val anomaly metrics for '{name}' not computed: {err}")
             metric.reset()

@@ -22,10 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hazardseg.data.transforms import OUTLIER_LABEL, PAD_LABEL
+from hazardseg.data.labels import IGNORE_LABEL, OUTLIER_LABEL
 from hazardseg.errors import ConfigError
-
-IGNORE_LABEL = PAD_LABEL
 
 
 class LossTerm(nn.Module):
@@ -85,6 +83,23 @@ class CompositeLoss(nn.Module):
     def required_outputs(self) -> dict[str, str]:
         """term name -> network output it reads (checked against the model's heads at start)."""
         return {name: term.output for name, term in self.terms.items()}
+
+    def check_outputs(self, available: set[str]) -> None:
+        """Every term must read an output the network produces in training (``net.output_names(training=True)``)."""
+        for term, output in self.required_outputs.items():
+            if output not in available:
+                raise ConfigError(
+                    f"loss.terms.{term} reads the network output '{output}', but the model has no such head "
+                    f"(outputs: {sorted(set(available) - {'feature_stride'})}). Fix: add model.heads.{output}, or use a loss option that adds it."
+                )
+
+    def check_outliers(self, pasted: bool) -> None:
+        """Outlier-exposure terms need pasted outliers (``pasted``: the datamodule pastes them); without them
+        they would train on nothing, silently."""
+        if self.uses_outliers and not pasted:
+            terms = [name for name, term in self.terms.items() if term.uses_outliers]
+            raise ConfigError(f"loss.terms.{terms[0]} learns from pasted outlier pixels, but data.outliers.enabled is false. "
+                              f"Fix: data.outliers.enabled=true (the loss options set it), or a loss without outlier terms (loss=ce).")
 
     @property
     def uses_outliers(self) -> bool:

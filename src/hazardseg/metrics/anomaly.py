@@ -109,6 +109,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from hazardseg.metrics.names import ANOMALY
+
 MANTISSA_BITS = 16
 EXP_MIN = -40  # magnitudes below 2**EXP_MIN share the centre bin
 EXP_MAX = 23  # magnitudes at/above 2**EXP_MAX share the outermost bins
@@ -325,7 +327,8 @@ class AnomalyMetrics(Metric):
     """
 
     is_differentiable = False
-    higher_is_better = None
+    higher_is_better = None  # several values: see ``directions``
+    directions = ANOMALY  # name -> higher is better, for every value compute() returns
     full_state_update = False
 
     def __init__(self, **kwargs) -> None:
@@ -511,7 +514,8 @@ class PerImageAnomalyMetrics(Metric):
     """
 
     is_differentiable = False
-    higher_is_better = None
+    higher_is_better = None  # several values: see ``directions``
+    directions = ANOMALY  # name -> higher is better, for every value compute() returns
     full_state_update = False
 
     def __init__(self, **kwargs) -> None:

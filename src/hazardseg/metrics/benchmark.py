@@ -34,23 +34,18 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from hazardseg.maps import resize
 from hazardseg.metrics.anomaly import AnomalyMetrics
 from hazardseg.metrics.smiyc import COMPONENT_FILTERS, SmiycComponentMetric, SmiycPixelMetric
 from hazardseg.metrics.submission import Float16Encoder, read_score_map, submission_path, write_score_map
 
 
 def upsample_scores(scores: Tensor, size: tuple[int, int]) -> Tensor:
-    """(B,h,w) or (h,w) scores -> float32 at ``size`` (H,W), bilinear with half-pixel centres (the same
-    interpolation as the benchmark's ``cv2.resize(..., INTER_LINEAR)``); unchanged when already that size."""
-    squeeze = scores.ndim == 2
-    x = scores[None] if squeeze else scores
-    x = x.float()
-    if tuple(x.shape[-2:]) != tuple(size):
-        x = F.interpolate(x[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
-    return x[0] if squeeze else x
+    """(B,h,w) or (h,w) scores -> float32 at ``size`` (H,W): :func:`hazardseg.models.outputs.resize`, bilinear
+    with half-pixel centres (the same interpolation as the benchmark's ``cv2.resize(..., INTER_LINEAR)``)."""
+    return resize(scores.float(), size)
 
 
 class BenchmarkEvaluator:

@@ -14,38 +14,44 @@ key                       shape              meaning
 ``<head name>``           (N, C, H, W)       one entry per configured head (``model.heads.<name>``),
                                              at input size; heads marked ``training_only`` (deep
                                              supervision, e.g. ``aux``) are absent in eval mode
+``class_logits``          (N, Q, K+1)        query-based (mask-classification) networks only: per
+                                             query, K known classes + "no object" (last)
+``mask_logits``           (N, Q, h, w)       query-based networks only: per-query mask logits at
+                                             their own resolution (h, w <= H, W)
 ========================  =================  =====================================================
 
+A query-based network (Mask2Former) also fills ``logits`` (N, K, H, W): its semantic scores
+``s = einsum("nqc,nqhw->nchw", softmax(class_logits)[..., :K], sigmoid(resize(mask_logits)))``, so
+mIoU and every per-pixel scorer work on it unchanged (they then read ``s``, not a linear classifier).
+
 Scorers receive this dict (post-hoc scorers read ``logits``/``features``, trained anomaly heads'
-scorers read their head's entry); loss terms receive it together with the batch.
+scorers read their head's entry, query scorers ``class_logits``/``mask_logits``); loss terms receive
+it together with the batch. Which of them a network produces it says in ``output_names``
+(:class:`hazardseg.models.base.SegmentationNetwork`), so a component that needs an output it lacks is
+refused at start with one line instead of failing mid-run.
 """
 
 from __future__ import annotations
 
 from typing import TypedDict
 
-import torch.nn.functional as F
 from torch import Tensor
 
+from hazardseg.maps import resize
+
 RESERVED_KEYS = ("logits", "features", "feature_stride")
+QUERY_KEYS = ("class_logits", "mask_logits")
 
 
 class SegmentationOutput(TypedDict, total=False):
     logits: Tensor
     features: Tensor
     feature_stride: int
+    class_logits: Tensor
+    mask_logits: Tensor
     # ... plus one Tensor per configured head, under the head's name.
 
 
 def features_to_input(values: Tensor, stride: int, size: tuple[int, int]) -> Tensor:
-    """Bilinearly upsample an (N, h, w) or (N, C, h, w) map at feature stride to the input ``size``.
-
-    Upsamples to ``(h * stride, w * stride)`` (the padded input the features were computed on), then
-    crops, so pixels stay aligned with ``logits`` whatever padding the network added.
-    """
-    squeeze = values.ndim == 3
-    x = values.unsqueeze(1) if squeeze else values
-    if stride != 1:
-        x = F.interpolate(x, scale_factor=stride, mode="bilinear", align_corners=False)
-    x = x[..., : size[0], : size[1]]
-    return x.squeeze(1) if squeeze else x
+    """An (N, h, w) or (N, C, h, w) map computed from ``features`` (at ``feature_stride``) -> input size."""
+    return resize(values, size, stride=stride)

@@ -1,6 +1,7 @@
-"""An SMP architecture plus configured heads (:mod:`hazardseg.models.head`).
+"""An SMP architecture plus configured heads (:mod:`hazardseg.models.head`): the per-pixel network family.
 
-``forward`` follows the contract in :mod:`hazardseg.models.outputs`: ``logits`` at input size,
+It implements the network protocol (:mod:`hazardseg.models.base`); ``forward`` follows the contract in
+:mod:`hazardseg.models.outputs`: ``logits`` at input size,
 ``features`` (the decoder output) with their ``feature_stride``, and one entry per head.
 Inputs of any size work: they are padded to the encoder's stride and every output is cropped back.
 """
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hazardseg.errors import ConfigError
+from hazardseg.models.base import SegmentationNetwork
 from hazardseg.models.head import Head
 from hazardseg.models.outputs import RESERVED_KEYS, SegmentationOutput
 from hazardseg.models.weights import check_download_possible, is_local_weights, load_local_encoder_weights
@@ -22,7 +24,7 @@ from hazardseg.models.weights import check_download_possible, is_local_weights, 
 CLASSIFIER_HEAD = "logits"  # a head under this name replaces SMP's linear classifier
 
 
-class SegmentationNet(nn.Module):
+class SegmentationNet(SegmentationNetwork):
     def __init__(
         self,
         arch: str = "DeepLabV3Plus",
@@ -63,6 +65,12 @@ class SegmentationNet(nn.Module):
     @property
     def encoder(self) -> nn.Module:
         return self.net.encoder
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        encoder = list(self.net.encoder.parameters())
+        heads = list(self.heads.parameters())
+        taken = {id(p) for p in encoder + heads}
+        return {"encoder": encoder, "decoder": [p for p in self.parameters() if id(p) not in taken], "heads": heads}
 
     def output_names(self, training: bool) -> set[str]:
         """Keys :meth:`forward` returns in training (``True``) or eval mode."""

@@ -55,6 +55,22 @@ def build_scorers(cfg_scorer: Mapping[str, Any] | None) -> dict[str, Scorer]:
     return scorers
 
 
+def applicable_scorers(scorers: dict[str, Scorer], net) -> dict[str, Scorer]:
+    """Drop (with a note) scorers that read an output this network does not produce (``net.output_names``),
+    e.g. ``void`` after ``loss=ce``: ``scorer=all`` then works after training any method, and reports what it
+    could score."""
+    available = net.output_names(training=False)
+    kept = {}
+    for name, scorer in scorers.items():
+        missing = [o for o in scorer.required_outputs if o not in available]
+        if missing:
+            print(f"[hazardseg] scorer '{name}' skipped: it reads the network output '{missing[0]}', which this model "
+                  f"does not produce (a loss option that trains it adds model.heads.{missing[0]})", flush=True)
+        else:
+            kept[name] = scorer
+    return kept
+
+
 __all__ = [
     "MSP",
     "SML",
@@ -64,5 +80,6 @@ __all__ = [
     "Entropy",
     "MaxLogit",
     "Scorer",
+    "applicable_scorers",
     "build_scorers",
 ]

@@ -10,11 +10,12 @@ Post-hoc scorers implement ``score(logits, features)``; scorers of trained anoma
 ``score_outputs(outputs)`` to read their head's entry (e.g. ``outputs["void"]``) and name it in
 ``required_outputs``, so that a model without that head skips them instead of failing.
 
-Scorers that need training statistics set ``requires_fit = True`` and implement ``fit``, which
+Scorers that need training statistics (SML, Mahalanobis) subclass :class:`FittedScorer`: its ``fit``
 consumes an iterable of network outputs on training images (each dict also holds ``mask`` (N,H,W))
-*streaming* (accumulate per-batch sums; never hold all outputs), sums the accumulators over DDP
-ranks with the given ``reduce`` and stores the result in registered buffers, so ``state_dict()`` /
-``load_state_dict()`` (and ``torch.save`` / ``torch.load(weights_only=True)``) persist it.
+*streaming* -- the subclass's ``accumulate`` adds one batch to its per-batch sums, never holding all
+outputs --, refuses an empty iterable, sums the accumulators over DDP ranks with the given ``reduce``
+and hands them to the subclass's ``set_statistics``, which stores registered buffers, so
+``state_dict()`` / ``load_state_dict()`` (and ``torch.save`` / ``torch.load(weights_only=True)``) persist them.
 
 A new scorer is one subclass plus one YAML in ``conf/scorer/``.
 """
@@ -53,9 +54,8 @@ class Scorer(nn.Module):
                 f"scorer '{self.name}' has no fitted statistics: call fit() on training outputs "
                 "(the pipeline does this automatically) or load saved statistics"
             )
-        logits = outputs["logits"]
-        if logits.ndim != 4:
-            raise ValueError(f"scorer '{self.name}': expected logits (N,C,H,W), got {tuple(logits.shape)}")
+        if outputs["logits"].ndim != 4:  # the output contract (hazardseg.models.outputs), query networks included
+            raise ValueError(f"scorer '{self.name}': expected logits (N,C,H,W), got {tuple(outputs['logits'].shape)}")
         return self.score_outputs(outputs).float()
 
     @property
@@ -106,6 +106,34 @@ class Scorer(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
+class FittedScorer(Scorer):
+    """A scorer with statistics fitted on training outputs. Subclasses implement :meth:`accumulate` (one
+    batch into the streamed sums) and :meth:`set_statistics` (sums -> buffers); the loop, the empty check
+    and the DDP reduce are this base's."""
+
+    requires_fit = True
+
+    @torch.no_grad()
+    def fit(self, outputs: Iterable[Mapping[str, Any]], reduce: Callable[[Tensor], Tensor] | None = None) -> "FittedScorer":
+        sums: tuple[Tensor, ...] | None = None
+        for batch in outputs:
+            sums = self.accumulate(batch, sums)
+        if sums is None:
+            raise DataError(f"scorer '{self.name}'.fit: got no batches; fit needs the network's outputs on training images")
+        if reduce is not None:  # sum the streamed accumulators over DDP ranks
+            sums = tuple(reduce(t) for t in sums)
+        self.set_statistics(*sums)
+        return self
+
+    def accumulate(self, batch: Mapping[str, Any], sums: tuple[Tensor, ...] | None) -> tuple[Tensor, ...]:
+        """Add one batch of training outputs to ``sums`` (None before the first batch: create them) and return them."""
+        raise NotImplementedError
+
+    def set_statistics(self, *sums: Tensor) -> None:
+        """Turn the (rank-summed) accumulators into the statistics buffers."""
+        raise NotImplementedError
+
+
 class HeadScorer(Scorer):
     """A scorer of one trained head's output (``outputs[output]``, e.g. ``void``): models without that
     head skip it (see :attr:`Scorer.required_outputs`)."""
@@ -136,4 +164,4 @@ def batch_logits(batch: Any, scorer_name: str) -> Tensor:
     return logits.detach().float()
 
 
-__all__ = ["HeadScorer", "Scorer", "batch_logits"]
+__all__ = ["FittedScorer", "HeadScorer", "Scorer", "batch_logits"]

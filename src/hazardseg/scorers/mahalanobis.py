@@ -8,7 +8,7 @@ Adversarial Attacks", NeurIPS 2018 (eq. 1-2). Code: github.com/pokaxpoka/deep_Ma
 
 Per pixel: ``score(x) = min_k (f(x) - mu_k)^T Sigma^-1 (f(x) - mu_k)`` on the decoder features
 ``f`` (``outputs["features"]``, D channels at stride s), computed at feature resolution and upsampled
-to the logits' size with :func:`hazardseg.models.features_to_input`.
+to the logits' size with :func:`hazardseg.maps.resize` (at the feature stride).
 
 Fitting (``ScorerFitting`` caches it per checkpoint): each feature cell gets the *majority* label of
 its s x s block of the mask (the mode; a cell whose majority is ignore / outlier / padding is skipped),
@@ -27,7 +27,7 @@ is reported without the ``-0.5`` factor (same ranking).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -35,19 +35,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hazardseg.errors import ConfigError, DataError
-from hazardseg.models.outputs import features_to_input
-from hazardseg.scorers.base import Scorer
+from hazardseg.maps import resize
+from hazardseg.scorers.base import FittedScorer
 
 _STATS = ("class_means", "center", "whitening", "class_count")
 
 
-class Mahalanobis(Scorer):
+class Mahalanobis(FittedScorer):
     """Args:
         ridge: relative ridge added to the covariance's diagonal (times its mean eigenvalue).
         chunk: feature vectors scored per matrix product (bounds the memory at ``chunk x D``).
     """
 
-    requires_fit = True
     statistics = _STATS
     fit_version = 1
     name = "mahalanobis"
@@ -68,29 +67,22 @@ class Mahalanobis(Scorer):
         return self.whitening.numel() > 0
 
     # ------------------------------------------------------------------ fitting
-    @torch.no_grad()
-    def fit(self, outputs: Iterable[Mapping[str, Any]], reduce: Callable[[Tensor], Tensor] | None = None) -> "Mahalanobis":
-        count = sums = outer = None
-        for batch in outputs:
-            features, labels = _cells(batch)
-            if count is None:
-                k, d = batch["logits"].shape[1], features.shape[1]
-                count = torch.zeros(k, dtype=torch.float64, device=features.device)
-                sums = torch.zeros(k, d, dtype=torch.float64, device=features.device)
-                outer = torch.zeros(d, d, dtype=torch.float64, device=features.device)
-            keep = labels < count.numel()  # known classes only
-            f, y = features[keep].double(), labels[keep]
-            count.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
-            sums.index_add_(0, y, f)
-            outer += f.T @ f
-        if count is None:
-            raise DataError("scorer 'mahalanobis'.fit: got no batches; fit needs the network's outputs on training images")
-        if reduce is not None:  # sum the streamed accumulators over DDP ranks
-            count, sums, outer = reduce(count), reduce(sums), reduce(outer)
-        self._set_statistics(count, sums, outer)
-        return self
+    def accumulate(self, batch: Mapping[str, Any], sums: tuple[Tensor, ...] | None) -> tuple[Tensor, ...]:
+        features, labels = _cells(batch)
+        if sums is None:
+            k, d = batch["logits"].shape[1], features.shape[1]
+            sums = (torch.zeros(k, dtype=torch.float64, device=features.device),  # count per class
+                    torch.zeros(k, d, dtype=torch.float64, device=features.device),  # feature sum per class
+                    torch.zeros(d, d, dtype=torch.float64, device=features.device))  # sum of outer products
+        count, class_sums, outer = sums
+        keep = labels < count.numel()  # known classes only
+        f, y = features[keep].double(), labels[keep]
+        count.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
+        class_sums.index_add_(0, y, f)
+        outer += f.T @ f
+        return sums
 
-    def _set_statistics(self, count: Tensor, sums: Tensor, outer: Tensor) -> None:
+    def set_statistics(self, count: Tensor, sums: Tensor, outer: Tensor) -> None:
         n = count.sum()
         if n < 2:
             raise DataError("scorer 'mahalanobis'.fit: fewer than 2 labelled feature cells; fit on more training batches")
@@ -123,7 +115,7 @@ class Mahalanobis(Scorer):
                             f"the network gives {d}; refit (a new checkpoint is refitted automatically)")
         flat = features.detach().float().permute(0, 2, 3, 1).reshape(-1, d)
         distances = torch.cat([self._min_distance(part) for part in flat.split(self.chunk)])
-        return features_to_input(distances.reshape(n, h, w), int(outputs["feature_stride"]), tuple(logits.shape[-2:]))
+        return resize(distances.reshape(n, h, w), tuple(logits.shape[-2:]), stride=int(outputs["feature_stride"]))
 
     def _min_distance(self, f: Tensor) -> Tensor:
         z = (f - self.center) @ self.whitening  # (M, D), whitened

@@ -8,20 +8,20 @@ Reference: github.com/shjung13/Standardized-max-logits (``calculate_statistics.p
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from hazardseg.errors import DataError
-from hazardseg.scorers.base import Scorer, batch_logits
+from hazardseg.scorers.base import FittedScorer, batch_logits
 from hazardseg.scorers.postprocess import BoundarySuppression, DilatedSmoothing
 
 _STATS = ("class_mean", "class_std", "class_count")
 
 
-class SML(Scorer):
+class SML(FittedScorer):
     """Anomaly score ``-(max_c l_c - mean[pred]) / std[pred]``, then optional post-processing.
 
     ``fit`` estimates, for each class c, the mean and (unbiased, as the reference's ``Tensor.var``)
@@ -33,7 +33,6 @@ class SML(Scorer):
     paper), then negated so that higher = more anomalous.
     """
 
-    requires_fit = True
     statistics = _STATS
     fit_version = 2  # 2: rarely-predicted classes use pooled statistics
     name = "sml"
@@ -59,27 +58,19 @@ class SML(Scorer):
     def _has_statistics(self) -> bool:
         return self.class_mean.numel() > 0
 
-    @torch.no_grad()
-    def fit(self, outputs: Iterable[Mapping[str, Any]], reduce: Callable[[Tensor], Tensor] | None = None) -> "SML":
-        count = total = total_sq = None
-        for batch in outputs:
-            logits = batch_logits(batch, self.name)
-            if count is None:
-                count, total, total_sq = _zeros(logits.shape[1], logits.device)
-            elif logits.shape[1] != count.numel():
-                raise DataError(
-                    "scorer 'sml'.fit: batches disagree on the number of classes "
-                    f"({count.numel()} vs {logits.shape[1]})"
-                )
-            _accumulate(logits, count, total, total_sq)
-        if count is None:
-            raise DataError("scorer 'sml'.fit: got no batches; fit needs the network's outputs on training images")
-        if reduce is not None:  # sum the streamed accumulators over DDP ranks
-            count, total, total_sq = reduce(count), reduce(total), reduce(total_sq)
-        self._set_statistics(count, total, total_sq)
-        return self
+    def accumulate(self, batch: Mapping[str, Any], sums: tuple[Tensor, ...] | None) -> tuple[Tensor, ...]:
+        logits = batch_logits(batch, self.name)
+        if sums is None:
+            sums = _zeros(logits.shape[1], logits.device)
+        elif logits.shape[1] != sums[0].numel():
+            raise DataError(
+                "scorer 'sml'.fit: batches disagree on the number of classes "
+                f"({sums[0].numel()} vs {logits.shape[1]})"
+            )
+        _accumulate(logits, *sums)
+        return sums
 
-    def _set_statistics(self, count: Tensor, total: Tensor, total_sq: Tensor) -> None:
+    def set_statistics(self, count: Tensor, total: Tensor, total_sq: Tensor) -> None:
         n = count.double()
         mean = total / n.clamp_min(1)
         # Unbiased variance from streamed sums; clamp tiny negative round-off.

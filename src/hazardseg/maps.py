@@ -1,0 +1,31 @@
+"""Per-pixel maps: the one resize that score maps, feature maps and semantic maps go through.
+
+It stands below every other module (torch only), so metrics, scorers, models and callbacks share it.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def resize(values: Tensor, size: tuple[int, int], stride: int | None = None) -> Tensor:
+    """Bilinear (half-pixel centres, ``align_corners=False``) resize of an (H, W), (N, H, W) or (N, C, H, W)
+    map to ``size``; the one resize of hazardseg (score maps to label size, feature maps to input size).
+
+    With ``stride`` the map is at that stride of an input *padded* to a multiple of it: it is upsampled to
+    ``(h * stride, w * stride)``, then cropped to ``size``, so pixels stay aligned with ``logits`` whatever
+    padding the network added. Without it, a map already at ``size`` is returned as it is.
+    """
+    size = (int(size[0]), int(size[1]))
+    if stride is None and tuple(values.shape[-2:]) == size:
+        return values
+    lead, (h, w) = values.shape[:-2], values.shape[-2:]
+    x = values.reshape(-1, 1, h, w)  # bilinear resizing is per plane: one plane per (image, channel)
+    if stride is None:
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    else:
+        if stride != 1:
+            x = F.interpolate(x, scale_factor=stride, mode="bilinear", align_corners=False)
+        x = x[..., : size[0], : size[1]]
+    return x.reshape(*lead, *x.shape[-2:])
