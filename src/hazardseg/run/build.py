@@ -57,7 +57,6 @@ def train_run(cfg: DictConfig) -> Run:
     module = build_module(cfg, cfg, datamodule, meta)
     results: dict[str, Any] = {"task": "train", "train_hash": entry.hash, "choices": choices}
     loggers, trainer = _loggers_and_trainer(cfg)
-    module.checkpoint_meta["trained_in"] = run_refs(loggers)  # eval runs of this checkpoint link back to this run
     return Run(cfg, datamodule, module, loggers, trainer, results, started, entry=entry, objective=cfg.get("objective"))
 
 

@@ -19,7 +19,7 @@ from hazardseg.cache import cache_key, load_json, save_json
 from hazardseg.console import say
 from hazardseg.errors import ConfigError
 from hazardseg.objective import validation_objective
-from hazardseg.run.build import Run
+from hazardseg.run.build import Run, run_refs
 from hazardseg.run.checkpoints import load_checkpoint, load_net_weights, matching_net_state
 from hazardseg.dist import launch_rank
 from hazardseg.store import ModelEntry
@@ -28,6 +28,7 @@ from hazardseg.store import ModelEntry
 def fit(run: Run) -> None:
     """Train (or reuse / resume) ``run.module``; leave the weights to test in it and the outcome in ``run.results``."""
     cfg, results, module, datamodule, trainer = run.cfg, run.results, run.module, run.datamodule, run.trainer
+    module.checkpoint_meta["trained_in"] = run_refs(run.loggers)  # (the W&B run exists once the run is recording)
     balanced = module.loss.needs_class_counts  # class-balanced loss terms: weights from the TRAINING split only
     if cfg.eval.get("class_distribution", True) or balanced:
         report = class_report(datamodule, Path(cfg.paths.model_store) / "class_distribution", smoke=bool(trainer.fast_dev_run))
