@@ -33,6 +33,15 @@ class DoubledMaxLogit(Scorer):
         return -2.0 * logits.amax(dim=1)
 
 
+class Squashed(Scorer):
+    """MaxLogit squeezed into [1, 1 + 1e-6]: a handful of float32 values, so the binned metrics lose their order."""
+
+    name = "squashed"
+
+    def score(self, logits, features):
+        return 1.0 + 1e-6 * torch.sigmoid(-logits.amax(dim=1))
+
+
 class TinyNet(SegmentationNetwork):
     """Two convolutions at full resolution: the network protocol and nothing else."""
 
@@ -90,6 +99,7 @@ def plugin_dir(tmp_path, monkeypatch):
     (folder / "conf" / "model").mkdir(parents=True)
     (folder / "toy_plugin.py").write_text(PLUGIN)
     (folder / "conf" / "scorer" / "doubled.yaml").write_text("doubled:\n  _target_: toy_plugin.DoubledMaxLogit\n")
+    (folder / "conf" / "scorer" / "squashed.yaml").write_text("squashed:\n  _target_: toy_plugin.Squashed\n")
     (folder / "conf" / "model" / "tiny.yaml").write_text(textwrap.dedent("""\
         _target_: toy_plugin.TinyNet
         num_classes: ${data.num_classes}
@@ -153,6 +163,22 @@ def test_new_scorer_is_one_module_and_one_yaml(make_cfg, plugin_dir):
     assert [row["scorer"] for row in results["scorers"]] == ["doubled", "maxlogit"]
     for key in ("aupr", "auroc", "fpr95"):  # the same ranking as MaxLogit: the same numbers, so it really scored
         assert metrics[f"test/doubled/{key}"] == pytest.approx(metrics[f"test/maxlogit/{key}"], abs=1e-9), key
+
+
+def test_error_bounds_stand_beside_pooled_metrics_and_warn_when_large(make_cfg, plugin_dir, tmp_path, capsys):
+    import json
+
+    results = train(make_cfg(TINY_DATA + TINY_TRAIN + [_search(plugin_dir), "scorer=[maxlogit,squashed]"]))
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    for name in ("maxlogit", "squashed"):
+        for key in ("aupr", "auroc", "fpr95"):
+            assert saved["metrics"][f"test/{name}/{key}_error_bound"] >= 0.0
+    rows = {row["scorer"]: row for row in saved["scorers"]}
+    assert rows["maxlogit"]["auroc_error_bound"] < 1e-4 < rows["squashed"]["auroc_error_bound"]
+    out = capsys.readouterr().out
+    assert out.count("binning error bound above 0.0001") == 1 and "scorer 'squashed'" in out
+    assert (tmp_path / "run" / "scorers.csv").read_text().splitlines()[0].count("_error_bound") == 3
+    assert results["metrics"]["test/squashed/auroc_error_bound"] == rows["squashed"]["auroc_error_bound"]
 
 
 def test_new_network_family_is_one_module_and_one_yaml(make_cfg, plugin_dir):

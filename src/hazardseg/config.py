@@ -12,7 +12,7 @@ bring their own), so a bad value is caught by one of two layers, both before any
    (and Hydra's own) into one line naming the config key (Hydra's ``full_key``).
 
 The pipeline then builds every component (data, model, loss, scorers, callbacks, loggers, trainer)
-and dry-runs the optimiser and scheduler (``pipeline.preflight``) before training starts.
+and dry-runs the optimiser and scheduler (``hazardseg.run.checks.preflight``) before training starts.
 """
 
 from __future__ import annotations

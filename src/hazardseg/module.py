@@ -151,7 +151,7 @@ class Segmenter(L.LightningModule):
         ``interval: step``, epochs for ``interval: epoch``) and each parameter group's LR (so that
         ``encoder_lr_scale`` holds). A config cannot know the steps per epoch of a dataset."""
         sched = dict(cfg["scheduler"])
-        trainer = self._trainer  # None in the dry run before training (pipeline.preflight): any length will do
+        trainer = self._trainer  # None in the dry run before training (hazardseg.run.checks.preflight): any length will do
         for key in RUN_LENGTH_KEYS:
             if key in sched and sched[key] is None:
                 per_step = cfg.get("interval", "epoch") == "step"

@@ -29,7 +29,7 @@ from typing import Any, Iterable
 
 from hazardseg.console import render_table, say
 from hazardseg.io import atomic_path, atomic_write_text, job_overrides
-from hazardseg.metrics.names import ANOMALY, BENCHMARK, BENCHMARK_THRESHOLDS, higher_is_better
+from hazardseg.metrics.names import ANOMALY, BENCHMARK, BENCHMARK_THRESHOLDS, ERROR_BOUND, higher_is_better
 
 METRICS = ("miou", *ANOMALY, *(f"per_image_{k}" for k in ANOMALY))
 # Test-only anomaly benchmarks (hazardseg.callbacks.BenchmarkEvaluation): the leaderboard's metrics under their
@@ -349,7 +349,8 @@ def _best(rows: list[dict], metric: str) -> float | None:
 
 
 def _is_metric(key: str) -> bool:
-    return key in METRICS or key in BENCHMARK_METRICS or key in THRESHOLDS or key == "test_miou"
+    # error bounds stay in results.json / scorers.csv / the W&B summary, out of the tables people read
+    return key in METRICS or key in BENCHMARK_METRICS or key in THRESHOLDS or key == "test_miou" or key.endswith(ERROR_BOUND)
 
 
 def _cell(column: str, value: Any) -> str:

@@ -26,7 +26,8 @@ from typing import Any, Iterator
 from omegaconf import DictConfig, OmegaConf
 
 from hazardseg.dist import launch_rank
-from hazardseg.errors import HazardsegError
+from hazardseg.console import say
+from hazardseg.errors import ConfigError, HazardsegError
 from hazardseg.io import HOST, atomic_write_json, pid_alive, remove_stale_temp_files
 
 # Top-level keys that never change what is trained.
@@ -126,6 +127,29 @@ class ModelEntry:
             return self.last_ckpt
         print(f"[hazardseg] the finished model {self.hash} has no checkpoint left: training it again", file=sys.stderr, flush=True)
         self.clear_finished()
+        return None
+
+    # --- the decision of a training run (made under the lock) ---------------------------------
+    def reusable(self, reuse: bool, ckpt_path: str | None) -> Path | None:
+        """The finished identical training to reuse instead of training (``reuse=true``, no explicit resume)."""
+        return self.finished_checkpoint() if reuse and ckpt_path is None else None
+
+    def resume_point(self, ckpt_path: str | None, resume: str = "auto") -> Path | None:
+        """Where a training resumes: ``ckpt_path`` (a file, or ``last``: this entry's), else with
+        ``resume=auto`` an interrupted training's ``last.ckpt`` (said), else None (from scratch)."""
+        if ckpt_path == "last":
+            if not self.last_ckpt.is_file():
+                raise ConfigError(f"ckpt_path=last: no {self.last_ckpt} for this config. Fix: drop ckpt_path to start fresh.")
+            return self.last_ckpt
+        if ckpt_path is not None:
+            if not Path(ckpt_path).is_file():
+                raise ConfigError(f"ckpt_path={ckpt_path}: file not found. Fix: give an existing .ckpt, `last`, or null.")
+            return Path(ckpt_path)
+        if resume not in ("auto", "never"):
+            raise ConfigError(f"resume={resume!r}: Fix: resume=auto or resume=never.")
+        if resume == "auto" and self.last_ckpt.is_file():
+            say(f"[hazardseg] resuming interrupted training from {self.last_ckpt} (resume=never to start over)")
+            return self.last_ckpt
         return None
 
     def is_finished(self) -> bool:

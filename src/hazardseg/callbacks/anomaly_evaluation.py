@@ -68,7 +68,6 @@ class AnomalyEvaluation(EvaluationCallback):
         if values:
             pl_module.log_dict(as_float64(values), sync_dist=True)  # already reduced across ranks; averaging equal values is a no-op
 
-
     def results(self) -> dict[str, dict]:
         return self.curve_points
 

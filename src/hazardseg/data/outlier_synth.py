@@ -1,6 +1,6 @@
 """Procedural outlier objects for outlier exposure, from a family DISJOINT from the synthetic test anomalies.
 
-The synthetic StreetHazards test anomalies (:func:`hazardseg.data.synthetic._draw_object`, ``kind ==
+The synthetic StreetHazards test anomalies (:func:`hazardseg.data.synthetic.render._draw_object`, ``kind ==
 "anomaly"``) are solid, simply connected silhouettes (smooth radial blobs, four-legged animals, convex
 polygons) painted with a *two-tone* pattern (stripes, checker or spots) in colours of
 ``ANOMALY_COLORS`` (six saturated hues: orange, yellow, lime, cyan, violet, magenta; S >= 0.75) or half

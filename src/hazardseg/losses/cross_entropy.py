@@ -85,7 +85,7 @@ class CrossEntropy(LossTerm):
         logits, target = as_float(outputs[self.output]), class_target(batch["mask"])
         if self.weight_scheme is not None and self.class_weights is None:
             raise ConfigError(f"class_weights={self.weight_scheme}: the weights come from the training split's class "
-                              f"counts; call set_class_counts(counts) first (hazardseg.pipeline.train does)")
+                              f"counts; call set_class_counts(counts) first (the fit stage, hazardseg.run.fit, does)")
         if self.class_weights is not None and self.class_weights.numel() != logits.shape[1]:
             raise ConfigError(f"class_weights has {self.class_weights.numel()} values but the model has {logits.shape[1]} classes")
         if not self.focal_gamma:

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hazardseg.data.labels import IGNORE_LABEL as VOID  # the benchmarks' void value (SMIYC convention)
 from hazardseg.maps import resize
 from hazardseg.metrics.anomaly import AnomalyMetrics
 from hazardseg.metrics.smiyc import COMPONENT_FILTERS, SmiycComponentMetric, SmiycPixelMetric
@@ -109,10 +110,10 @@ class BenchmarkEvaluator:
         if self.pooled is not None:
             s = scores.detach().cpu().float() if isinstance(scores, Tensor) else torch.from_numpy(np.asarray(scores, np.float32))
             y_t = torch.from_numpy(y)
-            self.pooled.update(s, y_t == 1, y_t != 255)
+            self.pooled.update(s, y_t == 1, y_t != VOID)
         if path is None:  # scratch copy for the component pass: the ROI values only (the rest is never read)
             path = self._scratch_dir() / f"{len(self._kept):07d}.npy"
-            np.save(path, map16[y != 255])
+            np.save(path, map16[y != VOID])
         self._kept.append((path, y.shape, zlib.compress(y.tobytes(), 1)))
         return path if self.submission else None
 
@@ -121,7 +122,7 @@ class BenchmarkEvaluator:
         if path.suffix == ".hdf5":
             return read_score_map(path)
         scores = np.zeros(label.shape, np.float16)  # void pixels: never predicted, never scored
-        scores[label != 255] = np.load(path)
+        scores[label != VOID] = np.load(path)
         return scores
 
     def _scratch_dir(self) -> Path:

@@ -17,7 +17,6 @@ import lightning as L
 
 from hazardseg.cache import cache_key, load_json, save_json
 from hazardseg.console import say
-from hazardseg.errors import ConfigError
 from hazardseg.objective import validation_objective
 from hazardseg.run.build import Run, run_refs
 from hazardseg.run.checkpoints import load_checkpoint, load_net_weights, matching_net_state
@@ -50,7 +49,7 @@ def fit_or_reuse(cfg, trainer: L.Trainer, module, datamodule, entry: ModelEntry,
         return None
     with entry.lock(timeout=cfg.get("lock_timeout")):
         entry.remove_stale_temp_files()
-        reusable = entry.finished_checkpoint() if cfg.get("reuse", True) and cfg.get("ckpt_path") is None else None
+        reusable = entry.reusable(cfg.get("reuse", True), cfg.get("ckpt_path"))
         if reusable is not None:
             say(f"[hazardseg] reusing trained model {entry.hash} ({reusable}); set reuse=false to retrain")
             results.update(reused_checkpoint=True, checkpoint=str(reusable), trained=entry.finished_info())
@@ -75,23 +74,11 @@ def fit_or_reuse(cfg, trainer: L.Trainer, module, datamodule, entry: ModelEntry,
 
 
 def resolve_resume(cfg, entry: ModelEntry, module) -> str | None:
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path == "last":
-        if not entry.last_ckpt.is_file():
-            raise ConfigError(f"ckpt_path=last: no {entry.last_ckpt} for this config. Fix: drop ckpt_path to start fresh.")
-        return str(entry.last_ckpt)
-    if ckpt_path is not None:
-        if not Path(ckpt_path).is_file():
-            raise ConfigError(f"ckpt_path={ckpt_path}: file not found. Fix: give an existing .ckpt, `last`, or null.")
-        matching_net_state(module.net, Path(ckpt_path))  # a clear error now, not a size-mismatch traceback mid-fit
-        return str(ckpt_path)
-    mode = cfg.get("resume", "auto")
-    if mode not in ("auto", "never"):
-        raise ConfigError(f"resume={mode!r}: Fix: resume=auto or resume=never.")
-    if mode == "auto" and entry.last_ckpt.is_file():
-        say(f"[hazardseg] resuming interrupted training from {entry.last_ckpt} (resume=never to start over)")
-        return str(entry.last_ckpt)
-    return None
+    """The store's resume point; an explicit ``ckpt_path`` must also fit the configured network."""
+    point = entry.resume_point(cfg.get("ckpt_path"), cfg.get("resume", "auto"))
+    if point is not None and cfg.get("ckpt_path") not in (None, "last"):
+        matching_net_state(module.net, point)  # a clear error now, not a size-mismatch traceback mid-fit
+    return None if point is None else str(point)
 
 
 def trained_checkpoint(trainer: L.Trainer, entry: ModelEntry) -> Path | None:

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from hazardseg.data.labels import IGNORE_LABEL
 from hazardseg.errors import ConfigError, DataError
 from hazardseg.maps import resize
 from hazardseg.scorers.base import FittedScorer
@@ -146,7 +147,7 @@ def _majority_labels(mask: Tensor, stride: int, size: tuple[int, int]) -> Tensor
     h, w = size
     mask = mask.long()
     pad_h, pad_w = h * stride - mask.shape[-2], w * stride - mask.shape[-1]
-    mask = F.pad(mask, (0, max(pad_w, 0), 0, max(pad_h, 0)), value=255)[:, : h * stride, : w * stride]
+    mask = F.pad(mask, (0, max(pad_w, 0), 0, max(pad_h, 0)), value=IGNORE_LABEL)[:, : h * stride, : w * stride]
     values = torch.unique(mask)
     # Count each label value per block (one value at a time: memory stays at one (N, h, w) map per value).
     counts = torch.stack([F.avg_pool2d((mask == v).float().unsqueeze(1), stride)[:, 0] for v in values])
