@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from hazardseg.errors import HazardsegError
 from hazardseg.io import job_overrides
+from hazardseg.run.record import write_failure  # the only writer of results.json
 
 # conf/hydra/launcher/{joblib,ray}.yaml are complete configs named like the plugins' own: Hydra 1.3 still
 # validates them against the plugin's schema and says so at every composition; the files also work alone.
@@ -32,8 +33,6 @@ _sweep_exit = {"code": 0}  # set when a multirun ends with failed jobs (see repo
 
 def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
-
-    from hazardseg.run.record import write_failure  # the only writer of results.json
     from hydra.types import RunMode
 
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
@@ -66,8 +65,6 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
 
 def _stop(cfg: DictConfig, message: str, code: int) -> None:
     """SIGINT / SIGTERM: write the run's results.json and end the process (and the sweep)."""
-    from hazardseg.run.record import write_failure
-
     print(f"error: {message}; re-run the same command to resume", file=sys.stderr, flush=True)
     write_failure(cfg, message, "interrupted", code)
     sys.exit(code)

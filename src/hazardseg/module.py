@@ -67,19 +67,6 @@ class Segmenter(L.LightningModule):
         self.val_metrics = self._segmentation_metrics("val/")
         self.test_metrics = self._segmentation_metrics("test/")
 
-    # The test data's label facts, for callers that name one of them.
-    @property
-    def ignore_index(self) -> int | None:
-        return self.labels.ignore_index
-
-    @property
-    def anomaly_index(self) -> int | None:
-        return self.labels.anomaly_index
-
-    @property
-    def semantic_labels(self) -> bool:
-        return self.labels.semantic
-
     # ------------------------------------------------------------------ forward / steps
     def forward(self, image: Tensor) -> dict[str, Any]:
         return self.net(image)

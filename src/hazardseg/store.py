@@ -25,8 +25,8 @@ from typing import Any, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
-from hazardseg.dist import launch_rank
 from hazardseg.console import say
+from hazardseg.dist import launch_rank
 from hazardseg.errors import ConfigError, HazardsegError
 from hazardseg.io import HOST, atomic_write_json, pid_alive, remove_stale_temp_files
 

@@ -30,7 +30,6 @@ from torch import Tensor
 IGNORE_LABEL = 255  # what losses and metrics use for "not scored", whatever the dataset's own ignore value
 PAD_LABEL = IGNORE_LABEL  # crop padding is not image content: never learned as a class
 OUTLIER_LABEL = 254  # pasted outlier pixels (training / validation proxy only)
-RESERVED_LABELS = (OUTLIER_LABEL, IGNORE_LABEL)
 
 # Colours of the synthetic StreetHazards' test anomalies (:mod:`hazardseg.data.synthetic`). The procedural
 # training outliers (:mod:`hazardseg.data.outlier_synth`) keep their hues away from these, so that pasting
@@ -90,12 +89,6 @@ class LabelSpec:
         """``mask`` with every pixel that is not a known class set to :data:`IGNORE_LABEL` (segmentation metrics)."""
         return mask.masked_fill(self.not_a_class(mask), IGNORE_LABEL)
 
-    def train_target(self, mask: Tensor) -> Tensor:
-        """The loss convention: the dataset's ignore value becomes :data:`IGNORE_LABEL`; outliers stay 254."""
-        if self.ignore_index is None or self.ignore_index == IGNORE_LABEL:
-            return mask
-        return mask.masked_fill(mask == self.ignore_index, IGNORE_LABEL)
-
     def legend(self) -> dict[int, str]:
         """Mask value -> name, anomaly and ignore values included (W&B mask overlays)."""
         names = dict(enumerate(self.class_names))
@@ -105,4 +98,4 @@ class LabelSpec:
         return names
 
 
-__all__ = ["ANOMALY_COLORS", "IGNORE_LABEL", "OUTLIER_LABEL", "PAD_LABEL", "RESERVED_LABELS", "LabelSpec"]
+__all__ = ["ANOMALY_COLORS", "IGNORE_LABEL", "OUTLIER_LABEL", "PAD_LABEL", "LabelSpec"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,6 @@ class Run:
     started: float
     entry: ModelEntry | None = None  # train runs: the model store entry of the training config
     params: dict[str, Any] | None = None  # hyperparameters given to the loggers (None: the run's config)
-    objective: str | None = field(default=None)
 
 
 def train_run(cfg: DictConfig) -> Run:
@@ -57,7 +56,7 @@ def train_run(cfg: DictConfig) -> Run:
     module = build_module(cfg, cfg, datamodule, meta)
     results: dict[str, Any] = {"task": "train", "train_hash": entry.hash, "choices": choices}
     loggers, trainer = _loggers_and_trainer(cfg)
-    return Run(cfg, datamodule, module, loggers, trainer, results, started, entry=entry, objective=cfg.get("objective"))
+    return Run(cfg, datamodule, module, loggers, trainer, results, started, entry=entry)
 
 
 def eval_run(cfg: DictConfig) -> Run:

@@ -17,7 +17,7 @@ from hazardseg.run.build import Run
 
 def check(run: Run) -> None:
     run.module.loss.check_outliers(getattr(run.datamodule, "outliers", None) is not None)
-    check_objective(run.objective, run.module, run.datamodule)
+    check_objective(run.cfg.get("objective"), run.module, run.datamodule)
     preflight(run.module, run.datamodule)
 
 

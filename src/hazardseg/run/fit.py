@@ -38,7 +38,7 @@ def fit(run: Run) -> None:
     ckpt = fit_or_reuse(cfg, trainer, module, datamodule, run.entry, results)
     if ckpt is not None:
         load_net_weights(module.net, ckpt)
-    results["objective"] = validation_objective(run.objective, trainer, module, datamodule, results.get("trained"))
+    results["objective"] = validation_objective(run.cfg.get("objective"), trainer, module, datamodule, results.get("trained"))
 
 
 def fit_or_reuse(cfg, trainer: L.Trainer, module, datamodule, entry: ModelEntry, results: dict) -> Path | None:
