@@ -296,9 +296,36 @@ def test_fpr95_crossing_inside_one_bin(tied: bool) -> None:
 
 
 def pooled_state(metric: AnomalyMetrics, name: str) -> torch.Tensor:
-    """A state with the histogram lanes summed: how pixels are shared among lanes depends on the batches."""
-    value = getattr(metric, name)
-    return value.sum(0) if name == "counts" else value
+    """A state as the dense histogram it stands for, lanes summed (how pixels are shared among lanes depends on
+    the batches, and where a block sits in the pool on the order it was first reached): ``counts`` (2, NUM_BINS),
+    ``low_min`` / ``low_max`` (NUM_BINS,) of the anomaly pixels; ``offsets`` as "which blocks have storage"."""
+    if name in ("pixels", "nan_pixels"):
+        return getattr(metric, name)
+    if name == "offsets":
+        return metric.offsets >= 0
+    rows = metric.offsets.view(2, -1)
+    if name == "counts":
+        pool, fill, classes = metric.counts.sum(0), 0, (0, 1)
+    else:
+        pool, fill, classes = getattr(metric, name), (255 if name == "low_min" else 0), (1,)
+    dense = torch.full((len(classes), rows.shape[1], anomaly.BLOCK), fill, dtype=pool.dtype)
+    for i, c in enumerate(classes):
+        have = torch.nonzero(rows[c] >= 0).ravel()
+        dense[i, have] = pool.view(-1, anomaly.BLOCK)[rows[c, have] // anomaly.BLOCK]
+    dense = dense.view(len(classes), -1)[:, : anomaly.NUM_BINS]
+    return dense if name == "counts" else dense[0]
+
+
+def test_construction_is_free_and_state_grows_with_what_was_seen() -> None:
+    metric = AnomalyMetrics()
+    assert metric.counts.numel() == 0 and metric.state_bytes() < 2**20  # the block table only
+    metric.update(torch.full((1000,), 0.5), torch.zeros(1000, dtype=torch.bool))
+    assert int((metric.offsets >= 0).sum()) == 1  # one block for one distinct score
+    scores, labels = realistic("gauss_mix", 200_000, seed=3)
+    metric.update(scores, labels)
+    assert metric.state_bytes() < 64 * 2**20  # the dense layout held 142 MiB whatever was seen
+    assert metric.compute() == pooled(torch.cat([torch.full((1000,), 0.5), scores]),
+                                      torch.cat([torch.zeros(1000, dtype=torch.bool), labels]))
 
 
 def test_streaming_equals_single_update() -> None:
@@ -318,7 +345,12 @@ def test_ddp_style_merge_equals_single_object() -> None:
     full.update(scores, labels)
     a.update(scores[:50_000], labels[:50_000])
     b.update(scores[50_000:], labels[50_000:])
-    # what DDP's sync does: gather every state, reduce with its dist_reduce_fx (sum / min / max)
+    # what DDP's sync does: agree on the union of blocks (the ranks' pools differ), gather every state,
+    # reduce with its dist_reduce_fx (sum / min / max)
+    assert a.counts.shape != b.counts.shape
+    union = (a.offsets >= 0) | (b.offsets >= 0)
+    a._canonical(union)
+    b._canonical(union)
     summed = AnomalyMetrics()
     for name, reduce in summed._reductions.items():
         setattr(summed, name, reduce(torch.stack([getattr(a, name), getattr(b, name)])))
@@ -327,6 +359,16 @@ def test_ddp_style_merge_equals_single_object() -> None:
     assert summed.compute() == full.compute()
     a.merge_state(b)
     assert a.compute() == full.compute()
+
+
+def test_forward_merges_batch_states_of_other_layouts() -> None:
+    # Metric.forward reduces the batch state into the accumulated one (_reduce_states): their pools differ
+    scores, labels = realistic("energy", 60_000, seed=12)
+    metric = AnomalyMetrics()
+    metric(scores[:30_000], labels[:30_000])
+    metric(scores[30_000:] * 3.0 - 7.0, labels[30_000:])  # other blocks
+    want = pooled(torch.cat([scores[:30_000], scores[30_000:] * 3.0 - 7.0]), labels)
+    assert metric.compute() == want
 
 
 def test_valid_mask_drops_pixels() -> None:
@@ -376,7 +418,7 @@ def test_empty_update_is_noop_and_no_data_raises() -> None:
     metric = AnomalyMetrics()
     metric.update(torch.empty(0), torch.empty(0, dtype=torch.bool))
     metric.update(torch.rand(10), torch.ones(10, dtype=torch.bool), torch.zeros(10, dtype=torch.bool))
-    assert int(metric.counts.sum()) == 0
+    assert int(pooled_state(metric, "counts").sum()) == 0
     with pytest.raises(ValueError, match="before any pixel"):
         metric.compute()
     with pytest.warns(UserWarning), pytest.raises(ValueError, match="before any pixel"):
@@ -512,8 +554,10 @@ def test_sync_free_path_equals_host_path(monkeypatch: pytest.MonkeyPatch) -> Non
     device_like = AnomalyMetrics()
     device_like.update(scores, labels, valid)
     device_like.update(scores[:1000], labels[:1000])
+    assert bool((device_like.offsets >= 0).all())  # the sync-free path allocates every block up front
     for name in host._defaults:
-        assert torch.equal(getattr(host, name), getattr(device_like, name)), name
+        if name != "offsets":
+            assert torch.equal(pooled_state(host, name), pooled_state(device_like, name)), name
     device_like.update(torch.tensor([float("nan"), 1.0]), torch.tensor([False, True]), torch.tensor([True, True]))
     with pytest.raises(ValueError, match="1 valid pixels had NaN"):
         device_like.compute()
@@ -535,13 +579,16 @@ def test_update_raises_before_a_bin_overflows(monkeypatch: pytest.MonkeyPatch) -
     metric.update(torch.full((600,), 0.5), torch.zeros(600, dtype=torch.bool), valid)  # 1000: just fits
     with pytest.raises(ValueError, match="overflow"):
         metric.update(torch.full((1,), 0.5), torch.zeros(1, dtype=torch.bool))
-    assert int(metric.counts.sum()) == int(metric.pixels) == 1900  # nothing was added by the failed update
+    assert int(pooled_state(metric, "counts").sum()) == int(metric.pixels) == 1900  # nothing was added by the failed update
 
 
 def test_compute_detects_wrapped_counts() -> None:
     metric = AnomalyMetrics()
-    metric.update(torch.rand(1000), torch.rand(1000) < 0.5)
-    metric.counts[0, 0, bin_of(0.25)] -= 2**31 - 1  # what an int32 wrap-around in a DDP sum looks like (lane 0, normal row)
+    scores = torch.rand(1000)
+    metric.update(scores, torch.arange(1000) % 2 == 1)
+    b = bin_of(float(scores[0]))  # a normal pixel's bin
+    where = int(metric.offsets[b // anomaly.BLOCK]) + b % anomaly.BLOCK
+    metric.counts[0, where] -= 2**31 - 1  # what an int32 wrap-around in a DDP sum looks like (lane 0)
     with pytest.raises(ValueError, match="overflowed"):
         metric.compute()
 

@@ -1,4 +1,4 @@
-"""Real torch.distributed (gloo, 2 CPU processes): metric states reduce across ranks with no extra code."""
+"""Real torch.distributed (gloo, 2 CPU processes): metric states reduce across ranks."""
 
 from __future__ import annotations
 
@@ -33,9 +33,11 @@ def _worker(rank: int, world: int, port: int, queue) -> None:
     pooled, per_image = AnomalyMetrics(), PerImageAnomalyMetrics()
     pooled.update(scores[rank::world], labels[rank::world])  # each rank sees half of the images
     per_image.update(scores[rank::world], labels[rank::world])
+    local_blocks = pooled.offsets >= 0  # each rank allocated the blocks its own pixels reached
     result = {"pooled": pooled.compute(), "per_image": per_image.compute()}  # compute() syncs states
-    if rank == 0:
-        queue.put(result)
+    result["blocks_restored"] = torch.equal(pooled.offsets >= 0, local_blocks)  # unsync: the local layout again
+    # block ids as a plain list: shared tensors die with the worker, and a big pickle would fill the pipe
+    queue.put((rank, torch.nonzero(local_blocks).ravel().tolist(), result))
     dist.barrier()
     dist.destroy_process_group()
 
@@ -44,7 +46,12 @@ def test_two_process_gloo_equals_single_process():
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     mp.spawn(_worker, args=(2, _free_port(), queue), nprocs=2, join=True)
-    distributed = queue.get(timeout=60)
+    answers = dict((rank, (blocks, result)) for rank, blocks, result in (queue.get(timeout=60) for _ in range(2)))
+    # the ranks' pools held different blocks: the sync had to agree on a common layout before summing
+    assert answers[0][0] != answers[1][0]
+    distributed = answers[0][1]
+    assert distributed["blocks_restored"] and answers[1][1]["blocks_restored"]
+    assert answers[1][1]["pooled"] == distributed["pooled"]
     scores, labels = _data()
     pooled, per_image = AnomalyMetrics(), PerImageAnomalyMetrics()
     pooled.update(scores, labels)

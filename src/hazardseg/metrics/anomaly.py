@@ -1,4 +1,4 @@
-"""Streaming pixel-level anomaly metrics (AUPR, AUROC, FPR95) with fixed-size state.
+"""Streaming pixel-level anomaly metrics (AUPR, AUROC, FPR95) with bounded state.
 
 Why not torchmetrics' exact ``BinaryAUROC`` / ``BinaryAveragePrecision``: they store every
 score (the StreetHazards test set has 1.38e9 pixels, ~11 GB of scores plus labels) and sort
@@ -7,22 +7,34 @@ threshold, which is O(pixels x T) and only as precise as the T linear thresholds
 
 Here every score is mapped to a histogram bin through its float32 bit pattern, so the bins
 follow the float format itself (relative, not absolute, resolution) and no score range has to
-be known in advance. Two int32 count histograms (anomaly, normal) are the main state; they are
-summed across processes (``dist_reduce_fx="sum"``), so DDP needs no extra code. Two uint8 arrays
-keep, per bin, the smallest and largest of the float32 mantissa bits below the bin resolution
-over the bin's *anomaly* pixels (``dist_reduce_fx="min"`` / ``"max"``): equal means its
-anomalies share one value, a tie group. For AUROC and AUPR, pixels in the same bin are treated
-as tied, exactly as sklearn treats equal scores; FPR95 uses the flags (see the error bounds).
+be known in advance. Two int32 count histograms (anomaly, normal) are the main state, summed
+across processes (``dist_reduce_fx="sum"``). Two uint8 arrays keep, per bin, the smallest and
+largest of the float32 mantissa bits below the bin resolution over the bin's *anomaly* pixels
+(``dist_reduce_fx="min"`` / ``"max"``): equal means its anomalies share one value, a tie group.
+For AUROC and AUPR, pixels in the same bin are treated as tied, exactly as sklearn treats equal
+scores; FPR95 uses the flags (see the error bounds).
+
+Two-level state. The histograms have 8.3M bins per class, but a score map occupies a small
+part of them, so they are stored in blocks of 256 bins allocated on the first pixel that falls
+into each (see :class:`AnomalyMetrics`): constructing a metric costs nothing, its memory grows
+with the blocks the scores reach (measured: 0.2-40 MiB for 1e6-1e8 pixels of MSP, max-logit,
+entropy, energy and Gaussian maps; ``bench/``), and ``compute`` reads the allocated blocks only,
+keeping each bin that holds anomaly pixels and summing the normal pixels between two of them
+(all three metrics and their error bounds read nothing else). Under DDP the ranks first agree
+on the union of their blocks, then sum states of equal shape (``AnomalyMetrics._sync_dist``).
+Before this layout every metric allocated and zeroed the whole 142 MiB histogram, and every
+``compute`` scanned all of it: 0.07 s + 0.1 s of fixed cost per metric on 2 CPU cores.
 
 Update path. ``update`` computes every pixel's global bin with a few elementwise integer ops
 (:func:`bin_index`, the same ops for any sign pattern) and adds it straight into the state
 (``scatter_add_`` for the counts, ``scatter_reduce_`` of the anomaly pixels for the flags);
 ignored pixels are added with weight 0 rather than removed. The counts are kept in ``LANES = 2``
 copies that one 2-D ``scatter_add_`` fills in parallel (half of each batch per lane; a scatter
-into a histogram this size is bound by cache misses, not arithmetic). Nothing in it is
-sized by the scores' range and nothing is read back to the host, so the cost per pixel barely
-depends on the score distribution (MSP, max logit, entropy, energy, Gaussian maps all run at
-115-300 Mpx/s on 2 CPU cores, see ``bench/``) and, on a GPU, ``update`` never synchronises.
+into a histogram is bound by cache misses, not arithmetic). The pixel's block is looked up in a
+table (one gather); on the CPU, pixels whose block has no storage yet are found with one ``min``
+(free to read there) and their blocks allocated. Nothing in it is sized by the scores' range, so
+the cost per pixel barely depends on the score distribution (``bench/``) and, on a GPU, where all
+blocks are allocated at the first update, ``update`` never synchronises.
 (An earlier version histogrammed each batch over its occupied bin range and merged it into the
 state: cheap for one-signed scores in a narrow range, 3-10x slower for wide or mixed-sign
 ones, where the range grew to millions of bins or fell back to ``torch.unique``.)
@@ -42,10 +54,10 @@ Bin layout (``MANTISSA_BITS = 16``, exponent window ``[2**-40, 2**23]``):
 * magnitudes below ``2**-40 ~= 9.1e-13`` (including +-0 and denormals) share one centre bin;
   magnitudes at or above ``2**23 ~= 8.4e6`` (including +-inf) share the two outermost bins.
   Scores outside this window lose their order among themselves -- rescale them if that matters;
-* ``2 * 63 * 2**16 + 1 = 8,257,537`` bins per class: 63 MiB of int32 counts per lane (126 MiB
-  for the two lanes) plus 2 x 7.9 MiB of uint8 flags, 142 MiB of state in total. In the centre
-  and outermost bins the flags compare only the low mantissa bits, so distinct anomaly scores
-  there may pass for a tie group.
+* ``2 * 63 * 2**16 + 1 = 8,257,537`` bins per class (32,256 blocks of 256; a block costs 2 KiB
+  of int32 counts for the two lanes + 512 B of uint8 flags). In the centre and outermost bins
+  the flags compare only the low mantissa bits, so distinct anomaly scores there may pass for a
+  tie group.
 
 Error bound. Only pixels sharing a bin can be ordered differently from the exact sort:
 
@@ -103,6 +115,7 @@ from __future__ import annotations
 import math
 import struct
 import sys
+import threading
 
 import numpy as np
 import torch
@@ -124,11 +137,20 @@ NUM_BINS = 2 * _HALF + 1
 _INT32_MAX = 2**31 - 1
 # The count histogram is kept LANES times; each update scatters its first 1/LANES of the pixels into lane 0,
 # the next into lane 1, ... in one 2-D scatter_add_, which PyTorch runs on one CPU thread per lane (a 1-D
-# scatter runs on one thread). The scatter is bound by cache misses in the 63 MiB histogram (wide-range maps
-# like entropy touch ~0.5M bins per image): two lanes cut it from 8.3 to 4.2 ms per 921,600-pixel image on
-# 2 cores, for 63 MiB more state. compute() sums the lanes. A constant, so states of all ranks match.
+# scatter runs on one thread). The scatter is bound by cache misses (wide-range maps like entropy touch ~0.5M
+# bins per image): two lanes cut it from 8.3 to 4.2 ms per 921,600-pixel image on 2 cores (measured on the
+# dense layout), for twice the count memory. compute() sums the lanes. A constant, so states of all ranks match.
 LANES = 2
-_LOW_MASK = (1 << _SHIFT) - 1  # the mantissa bits below the bin resolution: they tell values in a bin apart
+_LOW_MASK = (1 << _SHIFT) - 1
+# Two-level state: a key (bin + is_anomaly * CLASS_STRIDE) lives in block key >> BLOCK_BITS; storage is allocated
+# per block. 256 bins (1 KiB of int32 per lane) trade allocation granularity (a stray score costs one block;
+# measured on 1e6-1e7 Gaussian scores: 4096-bin blocks used 1.5x the memory and took 1.4x as long) against the
+# size of the block table (2 x 32,256 int64 entries, 504 KiB). See AnomalyMetrics.
+BLOCK_BITS = 8
+BLOCK = 1 << BLOCK_BITS
+CLASS_STRIDE = -(-NUM_BINS // BLOCK) * BLOCK  # anomaly keys start at a block boundary
+NUM_BLOCKS = 2 * CLASS_STRIDE // BLOCK
+_NO_BLOCK = -(1 << 40)  # offset of a block without storage: every pool index through it is negative  # the mantissa bits below the bin resolution: they tell values in a bin apart
 
 
 def _float_bits(x: float) -> int:
@@ -312,18 +334,106 @@ def _fpr95_cutoff(pos: Tensor, neg: Tensor, tps: Tensor, distinct: Tensor, num_p
     return c, n_c * k / (int(pos[c]) + 1)
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(n: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """int32 key, int32 block and int64 index buffers for ``n`` pixels, shared by every AnomalyMetrics of this
+    thread (one scorer's update finishes with them before the next starts): allocated once per image size
+    and device instead of once per metric, as fresh multi-MB buffers cost page faults on every batch."""
+    buffers = getattr(_SCRATCH, "buffers", None)
+    if buffers is None or buffers[0].numel() != n or buffers[0].device != device:
+        buffers = (torch.empty(n, dtype=torch.int32, device=device), torch.empty(n, dtype=torch.int32, device=device),
+                   torch.empty(n, dtype=torch.int64, device=device))
+        _SCRATCH.buffers = buffers
+    return buffers
+
+
+def _grown(pool: Tensor, size: int, used: int) -> Tensor:
+    """``pool`` (last dim) moved into uninitialised storage of ``size``, its first ``used`` entries copied."""
+    out = torch.empty((*pool.shape[:-1], size), dtype=pool.dtype, device=pool.device)
+    out[..., :used] = pool[..., :used]
+    return out
+
+
+def _anomaly_bins(gaps: Tensor, neg: Tensor, pos: Tensor, distinct: Tensor) -> tuple[Tensor, Tensor]:
+    """Entries in ascending score order from the detailed blocks: every bin with anomaly pixels on its own, all
+    normal pixels between two such bins summed into one entry (empty entries dropped).
+
+    ``neg`` / ``pos`` / ``distinct``: ``(m, BLOCK)`` rows of the m blocks holding anomalies, ascending; ``gaps``
+    ``(m + 1,)``: normal pixels of the blocks without anomalies before each row (and after the last).
+    Returns ``(counts (2, k), distinct (k,))``.
+    """
+    m = pos.shape[0]
+    # the normal counts in score order: gap 0, row 0, gap 1, row 1, ..., row m-1, gap m
+    normals = torch.cat([torch.cat([gaps[:m, None], neg.long()], 1).ravel(), gaps[m:]])
+    below = torch.cumsum(normals, 0)  # normal pixels at or below each position
+    where = torch.nonzero(pos.ravel()).ravel()  # anomaly bins, ascending
+    at = where + where // BLOCK + 1  # their positions in ``normals`` (one gap before each row)
+    own = normals[at]
+    strictly_below = below[at] - own
+    runs = torch.diff(strictly_below, prepend=strictly_below.new_zeros(1))  # normals between anomaly bins
+    runs[1:] -= own[:-1]
+    tail = below[-1:] - below[at[-1:]] if where.numel() else below[-1:]
+    k = where.numel()
+    counts = torch.zeros(2, 2 * k + 1, dtype=torch.int64, device=pos.device)
+    counts[0, 0 : 2 * k : 2], counts[0, 1 : 2 * k : 2], counts[0, 2 * k] = runs, own, tail[0]
+    counts[1, 1 : 2 * k : 2] = pos.ravel()[where]
+    flags = torch.zeros(2 * k + 1, dtype=torch.bool, device=pos.device)
+    flags[1 : 2 * k : 2] = distinct.ravel()[where]
+    keep = torch.nonzero(counts[0] | counts[1]).ravel()
+    return counts[:, keep], flags[keep]
+
+
+def _relaid(offsets: Tensor, counts: Tensor, low_min: Tensor, low_max: Tensor, wanted: Tensor) -> tuple[Tensor, ...]:
+    """An :class:`AnomalyMetrics` state laid out as the blocks ``wanted`` (bool per block, covering every allocated
+    one) in ascending block order, without spare blocks: equal ``wanted`` gives equal shapes and positions."""
+    device = offsets.device
+    blocks = torch.nonzero(wanted.to(device)).ravel()
+    new_offsets = torch.full_like(offsets, _NO_BLOCK)
+    new_offsets[blocks] = torch.arange(0, blocks.numel() * BLOCK, BLOCK, dtype=offsets.dtype, device=device)
+    size = blocks.numel() * BLOCK
+    new_counts = torch.zeros(counts.shape[0], size, dtype=counts.dtype, device=device)
+    new_min = torch.full((size,), 255, dtype=low_min.dtype, device=device)
+    new_max = torch.zeros(size, dtype=low_max.dtype, device=device)
+    had = torch.nonzero(offsets >= 0).ravel()
+    old_slots, new_slots = offsets[had] // BLOCK, new_offsets[had] // BLOCK
+    new_counts.view(counts.shape[0], -1, BLOCK)[:, new_slots] = counts.view(counts.shape[0], -1, BLOCK)[:, old_slots]
+    new_min.view(-1, BLOCK)[new_slots] = low_min.view(-1, BLOCK)[old_slots]
+    new_max.view(-1, BLOCK)[new_slots] = low_max.view(-1, BLOCK)[old_slots]
+    return new_offsets, new_counts, new_min, new_max
+
+
 class AnomalyMetrics(Metric):
     """Pooled pixel-level AUPR / AUROC / FPR95 (anomaly = positive, higher score = more anomalous).
 
     ``update(scores, is_anomaly, valid=None)`` accepts tensors of any (equal) shape; pixels with
-    ``valid == False`` are dropped (they may hold anything, even NaN). The state is a fixed
-    ``(LANES, 2, NUM_BINS)`` int32 histogram (``counts.sum(0)``: the per-bin normal / anomaly
-    counts) plus per-bin tie flags (142 MiB) no matter how many pixels are fed. It lives on the
-    metric's device, which must be the scores' device (``metric.to(device)``; Lightning moves
-    metrics that are attributes of the module).
-    ``update`` adds every pixel straight into it with ``scatter_add_`` / ``scatter_reduce_``: no
-    host copy and, on a GPU, no host-device sync. See the module docstring for the bin
-    resolution and error bounds.
+    ``valid == False`` are dropped (they may hold anything, even NaN). The state is the
+    ``(2, NUM_BINS)`` count histogram (normal / anomaly pixels per bin) plus per-bin tie flags,
+    stored in blocks of ``BLOCK`` bins allocated when a pixel first falls into them (see
+    "State layout" below), so construction is free and memory and ``compute`` scale with the bins
+    the scores occupy, not with ``NUM_BINS``. It lives on the metric's device, which must be the
+    scores' device (``metric.to(device)``; Lightning moves metrics that are attributes of the module).
+    ``update`` adds every pixel with ``scatter_add_`` / ``scatter_reduce_``: no host copy and, on a
+    GPU, no host-device sync. See the module docstring for the bin resolution and error bounds.
+
+    State layout (two levels). The global key of a pixel is ``bin + is_anomaly * CLASS_STRIDE``;
+    its top bits (``key >> BLOCK_BITS``) name one of ``NUM_BLOCKS`` blocks (``2 x 32,256``: 256
+    consecutive bins of one class each). ``offsets`` (int64, one entry per block, 504 KiB) holds where
+    a block's counts start in the pool ``counts`` (int32, ``(LANES, blocks * BLOCK)``), or a large
+    negative value while the block has no storage; ``low_min`` / ``low_max`` (uint8) run parallel to
+    the pool. On the CPU a block is allocated the first time a pixel falls into it (the check is one
+    ``min`` over the batch's pool indices; reading it back is free on the host), the pool grows by
+    doubling. On a GPU that check would be a host-device sync per batch, so there every block is
+    allocated at the first update (the full 132 MiB of counts + 16 MiB of flags: a memset there
+    costs microseconds) and ``update`` never syncs.
+
+    DDP / ``merge_state``: two metrics can only be summed element by element when their pools hold
+    the same blocks in the same order. Before torchmetrics reduces the states (``_sync_dist``, which
+    all ranks call together, and ``_reduce_states`` behind ``merge_state`` and ``forward``), every
+    side is laid out canonically: the union of the allocated blocks (all-gathered under DDP: one
+    ``NUM_BLOCKS`` int32 vector per rank), in ascending block order. Then every state has the same
+    shape on every rank and is reduced with its ``dist_reduce_fx`` (counts summed, flags min / max).
     """
 
     is_differentiable = False
@@ -333,25 +443,34 @@ class AnomalyMetrics(Metric):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        # (LANES, 2, NUM_BINS): per lane, row 0 counts normal and row 1 anomaly pixels per bin.
-        self.add_state("counts", default=torch.zeros(LANES, 2, NUM_BINS, dtype=torch.int32), dist_reduce_fx="sum")
+        # per block: start of its counts in the pool, or _NO_BLOCK. Equal on every rank after the canonical
+        # layout, so "max" is the identity there.
+        self.add_state("offsets", default=torch.full((NUM_BLOCKS,), _NO_BLOCK, dtype=torch.int64), dist_reduce_fx="max")
+        # (LANES, blocks * BLOCK): per lane, the counts of the allocated blocks (class-major keys, so a block
+        # holds normal or anomaly counts, never both).
+        self.add_state("counts", default=torch.zeros(LANES, 0, dtype=torch.int32), dist_reduce_fx="sum")
         self.add_state("pixels", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state("nan_pixels", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
-        # Per bin, the smallest and largest low mantissa bits of its *anomaly* pixels: tells tie
-        # groups from bins of distinct anomaly scores, for FPR95. 2 x 7.9 MiB.
-        self.add_state("low_min", default=torch.full((NUM_BINS,), 255, dtype=torch.uint8), dist_reduce_fx="min")
-        self.add_state("low_max", default=torch.zeros(NUM_BINS, dtype=torch.uint8), dist_reduce_fx="max")
+        # Per pool bin, the smallest and largest low mantissa bits of its *anomaly* pixels: tells tie
+        # groups from bins of distinct anomaly scores, for FPR95 (only anomaly blocks are ever written).
+        self.add_state("low_min", default=torch.full((0,), 255, dtype=torch.uint8), dist_reduce_fx="min")
+        self.add_state("low_max", default=torch.zeros(0, dtype=torch.uint8), dist_reduce_fx="max")
         self._pixels_fed = 0  # host-side upper bound on any bin of this process (see _check_room)
-        self._scratch: tuple[Tensor, Tensor] | None = None  # scratch of _flat_index, not state
 
     def reset(self) -> None:
         super().reset()
         self._pixels_fed = 0
 
+    def state_bytes(self) -> int:
+        """Bytes of state in use: the block table plus the allocated blocks (not counting the pool's spare end,
+        reserved by doubling and left unwritten until blocks are allocated there)."""
+        used = int((self.offsets >= 0).sum()) * BLOCK
+        return self.offsets.numel() * 8 + used * (LANES * 4 + 2)
+
     def update(self, scores: Tensor, is_anomaly: Tensor, valid: Tensor | None = None) -> None:
-        if scores.device != self.counts.device:
+        if scores.device != self.offsets.device:
             raise ValueError(
-                f"AnomalyMetrics: scores are on {scores.device} but the metric state is on {self.counts.device}; "
+                f"AnomalyMetrics: scores are on {scores.device} but the metric state is on {self.offsets.device}; "
                 "move the metric to the scores' device with metric.to(scores.device)"
             )
         scores, labels, valid = _flat_inputs(scores, is_anomaly, valid)
@@ -359,7 +478,9 @@ class AnomalyMetrics(Metric):
         if n == 0:
             return
         self._check_nan(scores, valid)
-        index = self._flat_index(scores, labels)
+        if valid is not None and _host_sync_is_free(scores.device) and not bool(valid.any()):
+            return  # nothing to count (and maybe no block to point ignored pixels at)
+        index = self._pool_index(scores, labels, valid)
         # Ignored pixels are not removed (boolean indexing syncs on a GPU) but added with weight 0.
         weight = torch.ones(1, dtype=torch.int32, device=scores.device).expand(n)
         if valid is not None:
@@ -367,24 +488,60 @@ class AnomalyMetrics(Metric):
         self._pixels_fed += n
         if self._pixels_fed > _INT32_MAX:
             self._check_room(index, weight)
-        lanes = self.counts.view(LANES, -1)
         split = n - n % LANES  # the first split pixels go to the lanes in equal parts, a remainder to lane 0
-        lanes.scatter_add_(1, index[:split].view(LANES, -1), weight[:split].view(LANES, -1))
+        self.counts.scatter_add_(1, index[:split].view(LANES, -1), weight[:split].view(LANES, -1))
         if split < n:
-            lanes[0].scatter_add_(0, index[split:], weight[split:])
+            self.counts[0].scatter_add_(0, index[split:], weight[split:])
         self.pixels.add_(n if valid is None else weight.sum())
         self._update_tie_flags(scores, index, labels if valid is None else labels & valid)
 
-    def _flat_index(self, scores: Tensor, labels: Tensor) -> Tensor:
-        """int64 bin of every pixel in a flat ``(2, NUM_BINS)`` lane (row 1 = anomaly pixels), computed in
+    def _pool_index(self, scores: Tensor, labels: Tensor, valid: Tensor | None) -> Tensor:
+        """int64 pool position of every pixel (allocating the blocks that valid pixels need), computed in
         buffers kept between updates of equal size (images of one size: allocated once)."""
         n = scores.numel()
-        if self._scratch is None or self._scratch[0].numel() != n or self._scratch[0].device != scores.device:
-            self._scratch = (torch.empty(n, dtype=torch.int32, device=scores.device),
-                             torch.empty(n, dtype=torch.int64, device=scores.device))
-        small, index = self._scratch
-        bin_index(scores, out=small).add_(labels, alpha=NUM_BINS)
-        return index.copy_(small)  # scatter ops take int64 indices
+        key, block, index = _scratch(n, scores.device)
+        bin_index(scores, out=key).add_(labels, alpha=CLASS_STRIDE)
+        torch.bitwise_right_shift(key, BLOCK_BITS, out=block)
+        if not _host_sync_is_free(scores.device) and int(self.counts.shape[1]) == 0:
+            self._allocate(torch.arange(NUM_BLOCKS, device=scores.device))  # a GPU allocates every block once
+        # pool position = key + (block start - block's first key): one gather from the block table
+        torch.index_select(self._key_shift(), 0, block, out=index).add_(key)
+        if _host_sync_is_free(scores.device) and int(index.min()) < 0:  # some blocks have no storage yet
+            missing = index < 0
+            if valid is not None:  # ignored pixels get no storage: they add weight 0 at any existing position
+                missing &= valid
+                index.masked_fill_(index < 0, 0)
+            miss = torch.nonzero(missing).ravel()  # after the first batches: a few stray scores
+            few = miss.numel() <= n // 8
+            wanted = block[miss].long() if few or valid is not None else block.long()
+            seen = torch.zeros(NUM_BLOCKS, dtype=torch.bool, device=scores.device)
+            seen.scatter_(0, wanted, True)  # the distinct blocks, without torch.unique's sort
+            self._allocate(torch.nonzero(seen & (self.offsets < 0)).ravel())
+            if few or valid is not None:
+                index[miss] = self._key_shift()[wanted] + key[miss]
+            else:
+                torch.index_select(self._key_shift(), 0, block, out=index).add_(key)
+        return index
+
+    def _key_shift(self) -> Tensor:
+        """Per block: its pool start minus its first key (very negative for a block without storage)."""
+        first_key = torch.arange(0, NUM_BLOCKS * BLOCK, BLOCK, dtype=torch.int64, device=self.offsets.device)
+        return self.offsets - first_key
+
+    def _allocate(self, blocks: Tensor) -> None:
+        """Give zeroed storage to ``blocks`` (none allocated yet) after the allocated ones. The pool grows by
+        doubling, so a run of allocations copies it O(log blocks) times; its spare end stays untouched (not even
+        zeroed) until blocks are allocated there, so it costs address space, not memory."""
+        used = int((self.offsets >= 0).sum())
+        need = used + int(blocks.numel())
+        if need * BLOCK > self.counts.shape[1]:
+            capacity = min(max(need, 2 * self.counts.shape[1] // BLOCK), NUM_BLOCKS) * BLOCK
+            self.counts, self.low_min, self.low_max = (
+                _grown(pool, capacity, used * BLOCK) for pool in (self.counts, self.low_min, self.low_max))
+        self.offsets[blocks] = torch.arange(used * BLOCK, need * BLOCK, BLOCK, dtype=torch.int64, device=blocks.device)
+        self.counts[:, used * BLOCK : need * BLOCK] = 0
+        self.low_min[used * BLOCK : need * BLOCK] = 255
+        self.low_max[used * BLOCK : need * BLOCK] = 0
 
     def _check_nan(self, scores: Tensor, valid: Tensor | None) -> None:
         """NaN in valid pixels: raise now on the host (free there); count on a GPU for compute()."""
@@ -406,10 +563,10 @@ class AnomalyMetrics(Metric):
         """Fold the anomaly pixels' low mantissa bits into the per-bin min/max flags."""
         if _host_sync_is_free(scores.device):  # anomalies are few: gather them first
             where = torch.nonzero(anomaly.view(torch.uint8)).squeeze(1)  # the uint8 view scans faster
-            bins, low_min = index[where] - NUM_BINS, _low_bits(scores[where])
+            bins, low_min = index[where], _low_bits(scores[where])
             low_max = low_min
         else:  # gathering would sync; other pixels get neutral values instead
-            bins = torch.where(anomaly, index - NUM_BINS, 0)
+            bins = index
             low = _low_bits(scores)
             low_min, low_max = low.masked_fill(~anomaly, 255), low.masked_fill(~anomaly, 0)
         self.low_min.scatter_reduce_(0, bins, low_min, "amin")
@@ -422,31 +579,71 @@ class AnomalyMetrics(Metric):
         A bin can only overflow if the bound on its count (pixels fed so far) exceeds int32, so the
         usual path skips this. Only bins within ``numel`` of the limit are counted exactly.
         """
-        lanes = self.counts.view(LANES, -1)
-        near_full = lanes[:, flat].sum(0, dtype=torch.int64) + flat.numel() > _INT32_MAX
+        near_full = self.counts[:, flat].sum(0, dtype=torch.int64) + flat.numel() > _INT32_MAX
         if not bool(near_full.any()):
             return
         bins, adds = torch.unique(flat[near_full & (weight > 0)], return_counts=True)
-        if bool((lanes[:, bins].sum(0, dtype=torch.int64) + adds > _INT32_MAX).any()):
+        if bool((self.counts[:, bins].sum(0, dtype=torch.int64) + adds > _INT32_MAX).any()):
             raise ValueError(f"more than {_INT32_MAX} pixels in one score bin; int32 counts would overflow")
 
+    # ------------------------------------------------------------------ canonical layout (DDP, merge_state)
+    def _canonical(self, wanted: Tensor) -> None:
+        """Lay the pool out as the blocks ``wanted`` (bool per block, a superset of the allocated ones) in
+        ascending block order, so that states of equal ``wanted`` have equal shapes and positions."""
+        state = _relaid(self.offsets, self.counts, self.low_min, self.low_max, wanted)
+        self.offsets, self.counts, self.low_min, self.low_max = state
+
+    def _sync_dist(self, dist_sync_fn=None, process_group=None) -> None:
+        from torchmetrics.utilities.distributed import gather_all_tensors
+
+        dist_sync_fn = dist_sync_fn or gather_all_tensors
+        mine = (self.offsets >= 0).to(torch.int32)
+        union = torch.stack(dist_sync_fn(mine, group=process_group)).amax(0) > 0
+        self._canonical(union)
+        super()._sync_dist(dist_sync_fn, process_group)
+
+    def _reduce_states(self, incoming_state: dict) -> None:
+        incoming = dict(incoming_state)
+        union = (self.offsets >= 0) | (incoming["offsets"].to(self.offsets.device) >= 0)
+        self._canonical(union)
+        state = _relaid(incoming["offsets"], incoming["counts"], incoming["low_min"], incoming["low_max"], union)
+        incoming.update(zip(("offsets", "counts", "low_min", "low_max"), state))
+        super()._reduce_states(incoming)
+
+    # ------------------------------------------------------------------ results
     def _occupied(self) -> tuple[Tensor, Tensor]:
-        """Occupied bins: int64 counts ``(2, k)`` and ``distinct`` flags ``(k,)``, after the sanity checks."""
+        """Bins in ascending score order: int64 counts ``(2, k)`` (normal, anomaly) and ``distinct`` flags
+        ``(k,)``, after the sanity checks. Touches the allocated blocks only, and keeps the bins every metric
+        needs: each bin holding anomaly pixels, with the normal pixels between two of them merged into one
+        entry (AUROC, AUPR, FPR95, their error bounds and the curves' points at anomaly bins read only the
+        normal counts per anomaly bin and cumulated above it, which the merge keeps exactly).
+        """
         if int(self.nan_pixels):
             raise ValueError(f"{int(self.nan_pixels)} valid pixels had NaN scores; " + _NAN_MESSAGE)
-        rows = self.counts.view(-1, NUM_BINS)  # every lane's normal and anomaly rows
-        occupied = rows[0] | rows[1]
-        for row in rows[2:]:
-            occupied |= row  # nonzero exactly where some row is (no int64 copy of the 126 MiB state)
-        keep = torch.nonzero(occupied).ravel()
-        lanes = self.counts[:, :, keep]  # a wrapped (negative) bin is nonzero, so it is in here
-        counts = lanes.long().sum(0)  # lanes summed in int64, occupied bins only
-        distinct = (self.low_min != self.low_max)[keep]
-        if counts.shape[1] == 0:
+        used = int((self.offsets >= 0).sum())
+        if used == 0:
             raise ValueError("AnomalyMetrics.compute() called before any pixel was added via update()")
-        if bool((lanes < 0).any()) or int(counts.sum()) != int(self.pixels):
+        # lanes summed in int32: _check_room keeps every bin's lane total below 2**31; one that wrapped anyway
+        # (a DDP sum or merge_state past int32) lowers the int64 total by 2**32, which the check below catches
+        lanes = self.counts[:, : used * BLOCK]
+        pool = lanes[0].add(lanes[1]) if LANES == 2 else lanes.sum(0)  # (a 2-row sum(0) is 10x slower here)
+        pool = pool.view(used, BLOCK)
+        totals = pool.sum(1, dtype=torch.int64)  # per slot
+        if int(totals.sum()) != int(self.pixels):
             raise ValueError("score histogram overflowed (over 2**31-1 pixels in one bin after the DDP sum)")
-        return counts, distinct
+        normal, anomaly = self.offsets.view(2, NUM_BLOCKS // 2)
+        detailed = torch.nonzero(anomaly >= 0).ravel()  # blocks with anomaly pixels: read bin by bin
+        slots = anomaly[detailed] // BLOCK
+        # one zero row after the used ones stands in for a missing normal block
+        pool = torch.cat([pool, pool.new_zeros(1, BLOCK)])
+        pos = pool[slots]
+        neg = pool[torch.where(normal[detailed] >= 0, normal[detailed] // BLOCK, used)]
+        distinct = self.low_min.view(-1, BLOCK)[slots] != self.low_max.view(-1, BLOCK)[slots]
+        # blocks of normal pixels only: their totals, added to the gap before the next detailed block
+        alone = torch.nonzero((normal >= 0) & (anomaly < 0)).ravel()
+        gaps = torch.zeros(detailed.numel() + 1, dtype=torch.int64, device=pool.device)
+        gaps.index_add_(0, torch.searchsorted(detailed, alone), totals[normal[alone] // BLOCK])
+        return _anomaly_bins(gaps, neg, pos, distinct)
 
     def compute(self) -> dict[str, float]:
         counts, distinct = self._occupied()
