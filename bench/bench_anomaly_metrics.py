@@ -2,10 +2,14 @@
 
 Not a test. Sections (``--sections``, all by default):
 
+* ``fixed``: a whole evaluation as callers pay it: a *fresh* metric object, ``update`` in image-sized
+  chunks, ``compute``; the current AnomalyMetrics, the previous round's dense 142 MiB layout
+  (``bench/dense_anomaly_metrics.py``) and pytorch-ood's ``OODMetrics`` on the same pixels in one
+  process, alternating, at 1e6 / 1e7 / 1e8 pixels of a Gaussian, MSP (log), entropy and energy map;
+  with construction and compute time and the state's memory;
 * ``maps``: update throughput on each scorer's map of a simulated confident model (MSP, max
-  logit, entropy, energy, plus a Gaussian map): the current implementation, its single-lane update
-  (the previous round) and the range-histogram one before it (``bench/previous_anomaly_metrics.py``),
-  timed alternately in one process, median of repeats;
+  logit, entropy, energy, plus a Gaussian map): the current implementation and the previous
+  round's dense layout, timed alternately in one process, median of repeats;
 * ``fidelity``: errors against the float64 sklearn / official computation on the papers' score
   definitions, before (previous scorers and metric) and after, prevalence 1e-2 .. 1e-5;
 * ``ranking``: our MSP / entropy maps against pytorch-ood's ``MaxSoftmax`` / ``Entropy`` and the
@@ -36,7 +40,7 @@ import torch
 
 CHUNK = 921_600  # one StreetHazards image (1280 x 720)
 KEYS = ("aupr", "auroc", "fpr95")
-SECTIONS = ("maps", "fidelity", "ranking", "peers", "streaming")
+SECTIONS = ("fixed", "maps", "fidelity", "ranking", "peers", "streaming")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -199,40 +203,23 @@ def confident_maps(normal: int, anomalies: int, seed: int, exact: bool = True) -
     return current, previous, paper_scores_float64(logits) if exact else {}, labels
 
 
-def single_lane_metrics():
-    """The current AnomalyMetrics with the previous round's update path: one 1-D scatter into a single
-    histogram lane, fresh index tensors per batch. Same state and results; only the update differs."""
-    from hazardseg.metrics import AnomalyMetrics
-    from hazardseg.metrics.anomaly import NUM_BINS, _flat_inputs, bin_index
-
-    class SingleLane(AnomalyMetrics):
-        def update(self, scores, is_anomaly, valid=None):
-            scores, labels, valid = _flat_inputs(scores, is_anomaly, valid)
-            self._check_nan(scores, valid)
-            index = bin_index(scores)
-            index.add_(labels, alpha=NUM_BINS)
-            index = index.long()
-            weight = torch.ones(1, dtype=torch.int32).expand(scores.numel()) if valid is None else valid.to(torch.int32)
-            self.counts[0].view(-1).scatter_add_(0, index, weight)
-            self.pixels += scores.numel() if valid is None else weight.sum()
-            self._update_tie_flags(scores, index, labels if valid is None else labels & valid)
-
-    return SingleLane()
-
-
-def bench_maps(pixels: int, repeats: int) -> None:
-    from previous_anomaly_metrics import AnomalyMetrics as Previous
-
-    from hazardseg.metrics import AnomalyMetrics
-
+def scorer_maps(pixels: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+    """(current scorers' maps, previous scorers' maps, labels) of the simulated confident model, 1% anomalies."""
     parts = []  # generated in 1M-pixel pieces: the 13-class logits of all pixels at once would need GBs
     for seed, start in enumerate(range(0, pixels, 1_000_000)):
         n = min(1_000_000, pixels - start)
         parts.append(confident_maps(n - n // 100, n // 100, seed=40 + seed, exact=False))
     current = {k: torch.cat([part[0][k] for part in parts]) for k in parts[0][0]}
     previous = {k: torch.cat([part[1][k] for part in parts]) for k in parts[0][1]}
-    labels = torch.cat([part[3] for part in parts])
-    del parts
+    return current, previous, torch.cat([part[3] for part in parts])
+
+
+def bench_maps(pixels: int, repeats: int) -> None:
+    from dense_anomaly_metrics import AnomalyMetrics as Dense
+
+    from hazardseg.metrics import AnomalyMetrics
+
+    current, previous, labels = scorer_maps(pixels)
     gen = torch.Generator().manual_seed(5)
     maps = {
         "msp: log(1 - max softmax)": current["msp"],
@@ -242,7 +229,7 @@ def bench_maps(pixels: int, repeats: int) -> None:
         "energy": current["energy"],
         "gaussian N(0,1), anomalies +1.5": torch.randn(pixels, generator=gen) + 1.5 * labels,
     }
-    impls = {"range histograms": Previous(), "single lane": single_lane_metrics(), "current": AnomalyMetrics()}
+    impls = {"dense (previous round)": Dense(), "current": AnomalyMetrics()}
     chunks = {name: list(zip(s.split(CHUNK), labels.split(CHUNK))) for name, s in maps.items()}
     for metric in impls.values():  # warm-up: allocations, lazy initialisation
         metric.update(*chunks["maxlogit"][0])
@@ -259,7 +246,7 @@ def bench_maps(pixels: int, repeats: int) -> None:
     print("Mpx/s of `update` alone; `compute` runs once per evaluation, whatever the pixel count (last columns: "
           "its time, and the current implementation's Mpx/s over these updates plus one compute).\n")
     print("| score map | " + " | ".join(f"{impl} Mpx/s" for impl in impls) +
-          " | current / single lane | current compute s | current Mpx/s incl. compute |")
+          " | current / dense | current compute s | current Mpx/s incl. compute |")
     print("|---|" + "---|" * (len(impls) + 3))
     for name, s in maps.items():
         tp = {impl: pixels / statistics.median(seconds[(name, impl)]) / 1e6 for impl in impls}
@@ -270,7 +257,70 @@ def bench_maps(pixels: int, repeats: int) -> None:
         compute_s = time.perf_counter() - t0
         with_compute = pixels / (statistics.median(seconds[(name, "current")]) + compute_s) / 1e6
         print(f"| {name} | " + " | ".join(f"{tp[impl]:.0f}" for impl in impls) +
-              f" | {tp['current'] / tp['single lane']:.2f}x | {compute_s:.2f} | {with_compute:.0f} |")
+              f" | {tp['current'] / tp['dense (previous round)']:.2f}x | {compute_s:.3f} | {with_compute:.0f} |")
+
+
+def fixed_maps(pixels: int, base: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Gaussian, MSP (log), entropy and energy maps of ``pixels`` pixels, 1% anomalies. The scorer maps come from
+    the simulated confident model (3.7 s per 1e6 pixels to generate), so above ``base`` pixels they repeat a
+    ``base``-pixel map, each repeat j scaled by ``1 + j / 4096`` (distinct values in other bins, same ranking
+    within a repeat)."""
+    current, _, labels = scorer_maps(min(pixels, base))
+    reps = -(-pixels // labels.numel())
+    scale = lambda x: torch.cat([x * (1 + j / 4096) for j in range(reps)])[:pixels]  # noqa: E731
+    labels = labels.repeat(reps)[:pixels]
+    gen = torch.Generator().manual_seed(6)
+    maps = {"gaussian N(0,1), anomalies +1.5": torch.randn(pixels, generator=gen) + 1.5 * labels}
+    maps.update({name: scale(current[name]) for name in ("msp", "entropy", "energy")})
+    return maps, labels
+
+
+def bench_fixed(sizes: list[int], repeats: int, ood_max: int, base: int) -> None:
+    """Fresh objects, construction + updates + compute, current vs dense layout vs pytorch-ood, same pixels."""
+    from dense_anomaly_metrics import AnomalyMetrics as Dense
+
+    from hazardseg.metrics import AnomalyMetrics
+
+    have_ood = pytorch_ood_problem() is None
+    print(f"\n### Whole evaluation, fresh objects (construction + updates of {CHUNK} pixels + compute), "
+          f"median of {repeats} (pytorch-ood: of {max(1, repeats // 3)}; 1 above 1e7)\n")
+    print("| map | pixels | current s (init / update / compute) | dense s (init / update / compute) | "
+          "pytorch-ood s | current vs pytorch-ood | current vs dense | state MiB current / dense |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n in sizes:
+        maps, labels = fixed_maps(n, base)
+        for name, scores in maps.items():
+            chunks = list(zip(scores.split(CHUNK), labels.split(CHUNK)))
+            times: dict[str, list] = {"current": [], "dense": [], "ood": []}
+            state = {}
+            for r in range(repeats):  # alternate, so every implementation sees the same machine load
+                for impl, cls in (("current", AnomalyMetrics), ("dense", Dense)):
+                    t0 = time.perf_counter()
+                    metric = cls()
+                    t1 = time.perf_counter()
+                    for cs, cy in chunks:
+                        metric.update(cs, cy)
+                    t2 = time.perf_counter()
+                    metric.compute()
+                    t3 = time.perf_counter()
+                    times[impl].append((t1 - t0, t2 - t1, t3 - t2, t3 - t0))
+                    state[impl] = (metric.state_bytes() if impl == "current" else
+                                   sum(t.numel() * t.element_size() for t in (metric.counts, metric.low_min, metric.low_max)))
+                    del metric
+                ood_runs = 1 if n > 1e7 else max(1, repeats // 3)
+                if have_ood and n <= ood_max and r < ood_runs:
+                    t0 = time.perf_counter()
+                    run_pytorch_ood(scores, labels)
+                    times["ood"].append(time.perf_counter() - t0)
+            med = {k: [statistics.median(x) for x in zip(*v)] for k, v in times.items() if v and k != "ood"}
+            ood = statistics.median(times["ood"]) if times["ood"] else None
+            cur, den = med["current"], med["dense"]
+            ood_txt = f"{ood:.3f}" if ood else "not run"
+            ratio = f"{ood / cur[3]:.0f}x" if ood else "-"
+            print(f"| {name} | {n:.0e} | {cur[3]:.4f} ({cur[0]:.4f} / {cur[1]:.4f} / {cur[2]:.4f}) | "
+                  f"{den[3]:.4f} ({den[0]:.4f} / {den[1]:.4f} / {den[2]:.4f}) | {ood_txt} | {ratio} | "
+                  f"{den[3] / cur[3]:.1f}x | {state['current'] / 2**20:.1f} / {state['dense'] / 2**20:.0f} |", flush=True)
+        del maps, labels
 
 
 def bench_fidelity(normal: int) -> None:
@@ -367,6 +417,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
     p.add_argument("--threads", type=int, help="torch.set_num_threads for the in-process sections (default: torch's)")
+    p.add_argument("--fixed-pixels", default="1e6,1e7,1e8", help="comma-separated pixel counts (fixed section)")
+    p.add_argument("--fixed-repeats", type=int, default=7, help="repeats of the fixed section (median)")
+    p.add_argument("--fixed-ood-max", type=float, default=1e8, help="largest pixel count pytorch-ood is run on")
+    p.add_argument("--fixed-base", type=float, default=1e7, help="generated scorer-map pixels (larger maps repeat them)")
     p.add_argument("--map-pixels", type=float, default=8 * CHUNK, help="pixels per scorer map (maps section)")
     p.add_argument("--map-repeats", type=int, default=7, help="repeats of the maps section (median)")
     p.add_argument("--fidelity-normal", type=float, default=2e6, help="normal pixels in the fidelity section")
@@ -392,6 +446,9 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f} at start")
+    if "fixed" in sections:
+        bench_fixed([int(float(x)) for x in a.fixed_pixels.split(",")], a.fixed_repeats, int(a.fixed_ood_max),
+                    int(a.fixed_base))
     if "maps" in sections:
         bench_maps(int(a.map_pixels), a.map_repeats)
     if "fidelity" in sections:

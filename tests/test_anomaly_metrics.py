@@ -361,6 +361,16 @@ def test_ddp_style_merge_equals_single_object() -> None:
     assert a.compute() == full.compute()
 
 
+def test_large_evaluations_switch_to_the_dense_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(anomaly, "DENSE_AFTER_PIXELS", 50_000)  # as if 5e7 pixels had been fed
+    scores, labels = realistic("entropy", 200_000, seed=13)
+    metric = AnomalyMetrics()
+    for chunk_s, chunk_y in zip(scores.split(40_000), labels.split(40_000)):
+        metric.update(chunk_s, chunk_y)
+    assert metric._is_dense() and metric.counts.shape[1] == anomaly.NUM_BLOCKS * anomaly.BLOCK
+    assert metric.compute() == pooled(scores, labels)
+
+
 def test_forward_merges_batch_states_of_other_layouts() -> None:
     # Metric.forward reduces the batch state into the accumulated one (_reduce_states): their pools differ
     scores, labels = realistic("energy", 60_000, seed=12)

@@ -150,7 +150,11 @@ BLOCK_BITS = 8
 BLOCK = 1 << BLOCK_BITS
 CLASS_STRIDE = -(-NUM_BINS // BLOCK) * BLOCK  # anomaly keys start at a block boundary
 NUM_BLOCKS = 2 * CLASS_STRIDE // BLOCK
-_NO_BLOCK = -(1 << 40)  # offset of a block without storage: every pool index through it is negative  # the mantissa bits below the bin resolution: they tell values in a bin apart
+_NO_BLOCK = -(1 << 40)  # offset of a block without storage: every pool index through it is negative
+# A metric that has been fed this many pixels on the CPU allocates every block in key order, so that a pixel's pool
+# position is its key (no table lookup: the block lookup costs ~1.8 ms per 1e6 pixels, the full 165 MiB layout
+# ~0.1 s once; a GPU starts that way). Small and medium evaluations never get there.
+DENSE_AFTER_PIXELS = 50_000_000  # the mantissa bits below the bin resolution: they tell values in a bin apart
 
 
 def _float_bits(x: float) -> int:
@@ -339,14 +343,14 @@ _SCRATCH = threading.local()
 
 def _scratch(n: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """int32 key, int32 block and int64 index buffers for ``n`` pixels, shared by every AnomalyMetrics of this
-    thread (one scorer's update finishes with them before the next starts): allocated once per image size
-    and device instead of once per metric, as fresh multi-MB buffers cost page faults on every batch."""
+    thread (one scorer's update finishes with them before the next starts) and kept at the largest size seen
+    (a dataset's last, smaller batch gets views): fresh multi-MB buffers cost page faults on every batch."""
     buffers = getattr(_SCRATCH, "buffers", None)
-    if buffers is None or buffers[0].numel() != n or buffers[0].device != device:
+    if buffers is None or buffers[0].numel() < n or buffers[0].device != device:
         buffers = (torch.empty(n, dtype=torch.int32, device=device), torch.empty(n, dtype=torch.int32, device=device),
                    torch.empty(n, dtype=torch.int64, device=device))
         _SCRATCH.buffers = buffers
-    return buffers
+    return buffers[0][:n], buffers[1][:n], buffers[2][:n]
 
 
 def _grown(pool: Tensor, size: int, used: int) -> Tensor:
@@ -464,8 +468,7 @@ class AnomalyMetrics(Metric):
     def state_bytes(self) -> int:
         """Bytes of state in use: the block table plus the allocated blocks (not counting the pool's spare end,
         reserved by doubling and left unwritten until blocks are allocated there)."""
-        used = int((self.offsets >= 0).sum()) * BLOCK
-        return self.offsets.numel() * 8 + used * (LANES * 4 + 2)
+        return self.offsets.numel() * 8 + self._used_blocks() * BLOCK * (LANES * 4 + 2)
 
     def update(self, scores: Tensor, is_anomaly: Tensor, valid: Tensor | None = None) -> None:
         if scores.device != self.offsets.device:
@@ -501,38 +504,71 @@ class AnomalyMetrics(Metric):
         n = scores.numel()
         key, block, index = _scratch(n, scores.device)
         bin_index(scores, out=key).add_(labels, alpha=CLASS_STRIDE)
+        on_host = _host_sync_is_free(scores.device)
+        if on_host and not self._is_dense() and self._pixels_fed >= DENSE_AFTER_PIXELS:
+            self._canonical(torch.ones(NUM_BLOCKS, dtype=torch.bool, device=scores.device))
+        if self._is_dense():  # no table lookup, nothing to allocate
+            return index.copy_(key)
         torch.bitwise_right_shift(key, BLOCK_BITS, out=block)
-        if not _host_sync_is_free(scores.device) and int(self.counts.shape[1]) == 0:
-            self._allocate(torch.arange(NUM_BLOCKS, device=scores.device))  # a GPU allocates every block once
+        if int(self.counts.shape[1]) == 0:  # the first update: no lookup needed to know every block is missing
+            # a GPU allocates every block now (finding the reached ones would sync); the host those reached
+            self._allocate(self._reached(block, valid) if on_host else torch.arange(NUM_BLOCKS, device=scores.device))
         # pool position = key + (block start - block's first key): one gather from the block table
         torch.index_select(self._key_shift(), 0, block, out=index).add_(key)
-        if _host_sync_is_free(scores.device) and int(index.min()) < 0:  # some blocks have no storage yet
+        if on_host and int(index.min()) < 0:  # some blocks have no storage yet
             missing = index < 0
             if valid is not None:  # ignored pixels get no storage: they add weight 0 at any existing position
                 missing &= valid
                 index.masked_fill_(index < 0, 0)
             miss = torch.nonzero(missing).ravel()  # after the first batches: a few stray scores
-            few = miss.numel() <= n // 8
-            wanted = block[miss].long() if few or valid is not None else block.long()
-            seen = torch.zeros(NUM_BLOCKS, dtype=torch.bool, device=scores.device)
-            seen.scatter_(0, wanted, True)  # the distinct blocks, without torch.unique's sort
-            self._allocate(torch.nonzero(seen & (self.offsets < 0)).ravel())
-            if few or valid is not None:
-                index[miss] = self._key_shift()[wanted] + key[miss]
-            else:
+            if miss.numel() > n // 8:
+                self._allocate(self._reached(block, valid))
                 torch.index_select(self._key_shift(), 0, block, out=index).add_(key)
+                if valid is not None:
+                    index.masked_fill_(index < 0, 0)
+            else:
+                wanted = block[miss].long()
+                seen = torch.zeros(NUM_BLOCKS, dtype=torch.bool, device=scores.device)
+                seen.scatter_(0, wanted, True)  # the distinct blocks, without torch.unique's sort
+                self._allocate(torch.nonzero(seen).ravel())
+                index[miss] = self._key_shift()[wanted] + key[miss]
         return index
+
+    def _reached(self, block: Tensor, valid: Tensor | None) -> Tensor:
+        """The blocks that (valid) pixels reach and that have no storage yet, ascending."""
+        reached = torch.bincount(block if valid is None else block[valid], minlength=NUM_BLOCKS) > 0
+        return torch.nonzero(reached & (self.offsets < 0)).ravel()
 
     def _key_shift(self) -> Tensor:
         """Per block: its pool start minus its first key (very negative for a block without storage)."""
-        first_key = torch.arange(0, NUM_BLOCKS * BLOCK, BLOCK, dtype=torch.int64, device=self.offsets.device)
-        return self.offsets - first_key
+        return self._table_facts()[1]
+
+    def _used_blocks(self) -> int:
+        """How many blocks have storage (they fill the pool's first ``used * BLOCK`` positions)."""
+        return self._table_facts()[0]
+
+    def _table_facts(self) -> tuple[int, Tensor, bool]:
+        """(used blocks, key shift) of the current block table, recomputed only when the table changed: it is
+        replaced by reset / sync / unsync (another tensor) or written in place by _allocate (a new version)."""
+        table = self.offsets
+        stamp = (id(table), table._version, table.device)
+        if getattr(self, "_facts_stamp", None) != stamp:
+            first_key = torch.arange(0, NUM_BLOCKS * BLOCK, BLOCK, dtype=torch.int64, device=table.device)
+            shift = table - first_key
+            used = int((table >= 0).sum())
+            self._facts = (used, shift, used == NUM_BLOCKS and not bool(shift.any()))
+            self._facts_stamp = stamp
+        return self._facts
+
+    def _is_dense(self) -> bool:
+        """Every block allocated in key order: the pool *is* the dense histogram and a key its position."""
+        return self._table_facts()[2]
 
     def _allocate(self, blocks: Tensor) -> None:
         """Give zeroed storage to ``blocks`` (none allocated yet) after the allocated ones. The pool grows by
         doubling, so a run of allocations copies it O(log blocks) times; its spare end stays untouched (not even
         zeroed) until blocks are allocated there, so it costs address space, not memory."""
-        used = int((self.offsets >= 0).sum())
+        used = self._used_blocks()
         need = used + int(blocks.numel())
         if need * BLOCK > self.counts.shape[1]:
             capacity = min(max(need, 2 * self.counts.shape[1] // BLOCK), NUM_BLOCKS) * BLOCK
@@ -620,24 +656,22 @@ class AnomalyMetrics(Metric):
         """
         if int(self.nan_pixels):
             raise ValueError(f"{int(self.nan_pixels)} valid pixels had NaN scores; " + _NAN_MESSAGE)
-        used = int((self.offsets >= 0).sum())
+        used = self._used_blocks()
         if used == 0:
             raise ValueError("AnomalyMetrics.compute() called before any pixel was added via update()")
-        # lanes summed in int32: _check_room keeps every bin's lane total below 2**31; one that wrapped anyway
-        # (a DDP sum or merge_state past int32) lowers the int64 total by 2**32, which the check below catches
+        # lanes summed in int32: _check_room keeps every bin's lane total below 2**31; one that wrapped anyway (a
+        # DDP sum or merge_state past int32) lowers the int64 total by 2**32, which the check below catches.
         lanes = self.counts[:, : used * BLOCK]
-        pool = lanes[0].add(lanes[1]) if LANES == 2 else lanes.sum(0)  # (a 2-row sum(0) is 10x slower here)
-        pool = pool.view(used, BLOCK)
+        pool = (lanes[0].add(lanes[1]) if LANES == 2 else lanes.sum(0)).view(used, BLOCK)  # 2-row sum(0): 10x slower
         totals = pool.sum(1, dtype=torch.int64)  # per slot
         if int(totals.sum()) != int(self.pixels):
             raise ValueError("score histogram overflowed (over 2**31-1 pixels in one bin after the DDP sum)")
         normal, anomaly = self.offsets.view(2, NUM_BLOCKS // 2)
         detailed = torch.nonzero(anomaly >= 0).ravel()  # blocks with anomaly pixels: read bin by bin
         slots = anomaly[detailed] // BLOCK
-        # one zero row after the used ones stands in for a missing normal block
-        pool = torch.cat([pool, pool.new_zeros(1, BLOCK)])
         pos = pool[slots]
-        neg = pool[torch.where(normal[detailed] >= 0, normal[detailed] // BLOCK, used)]
+        paired = normal[detailed] >= 0  # an anomaly block whose normal twin has no storage reads zeros
+        neg = pool[torch.where(paired, normal[detailed] // BLOCK, 0)].mul_(paired[:, None])
         distinct = self.low_min.view(-1, BLOCK)[slots] != self.low_max.view(-1, BLOCK)[slots]
         # blocks of normal pixels only: their totals, added to the gap before the next detailed block
         alone = torch.nonzero((normal >= 0) & (anomaly < 0)).ravel()
