@@ -371,6 +371,16 @@ def test_large_evaluations_switch_to_the_dense_layout(monkeypatch: pytest.Monkey
     assert metric.compute() == pooled(scores, labels)
 
 
+def test_update_under_inference_mode() -> None:
+    # Lightning's test loop runs in inference mode: the block table then has no version counter
+    scores, labels = realistic("msp", 50_000, seed=14)
+    with torch.inference_mode():
+        metric = AnomalyMetrics()
+        for chunk_s, chunk_y in zip(scores.split(10_000), labels.split(10_000)):
+            metric.update(chunk_s, chunk_y)
+        assert metric.compute() == pooled(scores, labels)
+
+
 def test_forward_merges_batch_states_of_other_layouts() -> None:
     # Metric.forward reduces the batch state into the accumulated one (_reduce_states): their pools differ
     scores, labels = realistic("energy", 60_000, seed=12)

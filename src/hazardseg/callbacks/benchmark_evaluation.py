@@ -10,6 +10,12 @@ NeurIPS 2021 D&B; ``road_anomaly_benchmark/metrics``) from the float16 maps that
 * component level at the best-F1 threshold: ``sIoU_gt``, ``sIoU_pred``, ``PPV``, ``F1_25`` .. ``F1_75`` and
   ``mean_F1`` (+ ``component_threshold``, in the encoded score space, and its raw value).
 
+Off the critical path: ``on_test_batch_end`` only hands each frame's maps to one worker thread (a bounded queue of
+two frames per scorer), which encodes them, updates the pixel curves and writes the maps, while the main thread runs
+the next batch's forward pass (PyTorch releases the GIL in its kernels). The worker takes the frames in order, so the
+results are those of a sequential run. Labels are kept once per frame for all scorers, and the component pass at
+the end runs frame by frame over every scorer (:func:`~hazardseg.metrics.benchmark.compute_all`).
+
 They are logged as ``test/<scorer>/<benchmark name>`` next to the exact pooled ``test/<scorer>/{aupr,auroc,fpr95}``
 that :class:`~hazardseg.callbacks.AnomalyEvaluation` computes on the same maps (float32, void excluded). Frames
 without a public label (private test splits) only get their submission file. With ``submission=True`` every frame
@@ -19,15 +25,19 @@ the ``method`` template (``{train_hash}``, ``{scorer}``).
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
+import torch
 
 from hazardseg.callbacks.base import EvaluationCallback
 from hazardseg.config import is_number
 from hazardseg.console import say
 from hazardseg.metrics import BenchmarkEvaluator
+from hazardseg.metrics.benchmark import LabelledFrames, as_uint8_label, compute_all
 from hazardseg.metrics.names import BENCHMARK_COLUMNS
 from hazardseg.metrics.submission import Float16Encoder
 from hazardseg.module import as_float64
@@ -45,12 +55,16 @@ class BenchmarkEvaluation(EvaluationCallback):
 
     results_key = "benchmark"  # scorer -> every leaderboard number, method and submission folder
 
-    def __init__(self, run_dir: str, submission: bool = False, method: str = "{train_hash}-{scorer}"):
+    def __init__(self, run_dir: str, submission: bool = False, method: str = "{train_hash}-{scorer}",
+                 background: bool = True):
         self.run_dir = Path(run_dir)
+        self.background = bool(background)
         self.submission = bool(submission)
         self.method = method
         self.evaluators: dict[str, BenchmarkEvaluator] = {}
         self.results_by_scorer: dict[str, dict[str, Any]] = {}
+        self.worker: Background | None = None
+        self.frames = LabelledFrames()
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.evaluators, self.results_by_scorer = {}, {}
@@ -58,10 +72,13 @@ class BenchmarkEvaluation(EvaluationCallback):
         if not getattr(datamodule, "test_only", False):
             return
         train_hash = str(pl_module.checkpoint_meta.get("train_hash") or "model")
+        self.frames = LabelledFrames()
         for name in pl_module.scorers:
             method = self.method.format(train_hash=train_hash, scorer=name)
             self.evaluators[name] = BenchmarkEvaluator(self.run_dir, method, datamodule.TRACK, submission=self.submission,
-                                                       pooled=False)  # pooled exact metrics: AnomalyEvaluation's
+                                                       pooled=False,  # pooled exact metrics: AnomalyEvaluation's
+                                                       frames=self.frames)
+        self.worker = Background(depth=2 * len(self.evaluators) if self.background else 0)
         if trainer.is_global_zero:
             where = f"; submission files in {self.run_dir / 'anomaly_p'}" if self.submission else ""
             say(f"[hazardseg] {datamodule.name} is a test-only anomaly benchmark (labels normal / anomaly / void): "
@@ -73,15 +90,21 @@ class BenchmarkEvaluation(EvaluationCallback):
         for name, scores in outputs["scores"].items():
             evaluator = self.evaluators[name]
             if not evaluator.encoder.fitted and trainer.world_size > 1:
+                self.worker.drain()  # the encoder is fitted on this rank's first frame, in this thread
                 _share_encoder(trainer, evaluator.encoder, scores[0])
-            for i, fid in enumerate(batch["name"]):
-                label = batch["mask"][i] if bool(batch["has_label"][i]) else None
-                evaluator.add(fid, batch["group"][i], scores[i], label)
+        scores = {name: s.detach().cpu() for name, s in outputs["scores"].items()}  # device copies: here, not in the worker
+        for i, fid in enumerate(batch["name"]):
+            label = as_uint8_label(batch["mask"][i]) if bool(batch["has_label"][i]) else None
+            index = None if label is None else self.frames.add(label)  # once for every scorer
+            for name, evaluator in self.evaluators.items():
+                self.worker.submit(evaluator.add, fid, batch["group"][i], scores[name][i], label, index)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         values: dict[str, float] = {}
-        for name, evaluator in self.evaluators.items():
-            result = evaluator.compute()  # every rank: the metric states are gathered
+        if self.worker is not None:
+            self.worker.close()  # every frame added (re-raises the worker's error, if any)
+        results = compute_all(list(self.evaluators.values()))  # every rank: the metric states are gathered
+        for (name, evaluator), result in zip(self.evaluators.items(), results):
             result["method"] = evaluator.method
             if self.submission:
                 result["submission_dir"] = str(self.run_dir / "anomaly_p" / evaluator.method)
@@ -96,6 +119,8 @@ class BenchmarkEvaluation(EvaluationCallback):
         return self.results_by_scorer
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if self.worker is not None:
+            self.worker.close(cancel=True)  # the frame being written is finished (files are written atomically)
         for evaluator in self.evaluators.values():
             evaluator.close()  # scratch maps; submission files written so far stay
 
@@ -103,6 +128,44 @@ class BenchmarkEvaluation(EvaluationCallback):
 def benchmark_row(metrics: dict[str, Any], name: str) -> dict[str, Any]:
     """The benchmark-named metrics of one scorer's results row (empty on data that is no test-only benchmark)."""
     return {k: metrics[f"test/{name}/{k}"] for k in BENCHMARK_KEYS if f"test/{name}/{k}" in metrics}
+
+
+class Background:
+    """One worker thread running submitted calls in order, at most ``depth`` of them pending: ``submit`` waits for
+    the oldest when the queue is full (bounded memory: each call holds one frame's score map) and re-raises its
+    error in the caller's thread. A call runs in the caller's inference mode (thread-local in PyTorch: the test
+    loop's metric states are inference tensors, which only inference mode may update)."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hazardseg-benchmark") if depth > 0 else None
+        self.pending: deque[Future] = deque()
+
+    def submit(self, fn: Callable, *args) -> None:
+        if self.pool is None:
+            fn(*args)
+            return
+        while len(self.pending) >= self.depth:
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(_run_in_mode, torch.is_inference_mode_enabled(), fn, args))
+
+    def drain(self) -> None:
+        while self.pending:
+            self.pending.popleft().result()
+
+    def close(self, cancel: bool = False) -> None:
+        try:
+            if not cancel:
+                self.drain()
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True, cancel_futures=cancel)
+            self.pending.clear()
+
+
+def _run_in_mode(inference: bool, fn: Callable, args: tuple) -> Any:
+    with torch.inference_mode(inference):
+        return fn(*args)
 
 
 def _share_encoder(trainer: L.Trainer, encoder: Float16Encoder, first_frame) -> None:

@@ -460,6 +460,7 @@ class AnomalyMetrics(Metric):
         self.add_state("low_min", default=torch.full((0,), 255, dtype=torch.uint8), dist_reduce_fx="min")
         self.add_state("low_max", default=torch.zeros(0, dtype=torch.uint8), dist_reduce_fx="max")
         self._pixels_fed = 0  # host-side upper bound on any bin of this process (see _check_room)
+        self._table_writes = 0  # in-place writes of the block table (see _table_facts)
 
     def reset(self) -> None:
         super().reset()
@@ -548,16 +549,18 @@ class AnomalyMetrics(Metric):
         return self._table_facts()[0]
 
     def _table_facts(self) -> tuple[int, Tensor, bool]:
-        """(used blocks, key shift) of the current block table, recomputed only when the table changed: it is
-        replaced by reset / sync / unsync (another tensor) or written in place by _allocate (a new version)."""
+        """(used blocks, key shift, dense?) of the current block table, recomputed only when the table changed: it
+        is replaced by reset / sync / unsync (another tensor object; the stamp keeps the old one alive, so its id
+        cannot be reused) or written in place by _allocate (which bumps ``_table_writes``; tensors made under
+        inference mode have no version counter to read instead)."""
         table = self.offsets
-        stamp = (id(table), table._version, table.device)
-        if getattr(self, "_facts_stamp", None) != stamp:
+        stamp = getattr(self, "_facts_stamp", None)
+        if stamp is None or stamp[0] is not table or stamp[1] != self._table_writes:
             first_key = torch.arange(0, NUM_BLOCKS * BLOCK, BLOCK, dtype=torch.int64, device=table.device)
             shift = table - first_key
             used = int((table >= 0).sum())
             self._facts = (used, shift, used == NUM_BLOCKS and not bool(shift.any()))
-            self._facts_stamp = stamp
+            self._facts_stamp = (table, self._table_writes)
         return self._facts
 
     def _is_dense(self) -> bool:
@@ -575,6 +578,7 @@ class AnomalyMetrics(Metric):
             self.counts, self.low_min, self.low_max = (
                 _grown(pool, capacity, used * BLOCK) for pool in (self.counts, self.low_min, self.low_max))
         self.offsets[blocks] = torch.arange(used * BLOCK, need * BLOCK, BLOCK, dtype=torch.int64, device=blocks.device)
+        self._table_writes += 1
         self.counts[:, used * BLOCK : need * BLOCK] = 0
         self.low_min[used * BLOCK : need * BLOCK] = 255
         self.low_max[used * BLOCK : need * BLOCK] = 0

@@ -12,9 +12,16 @@
    labelled frames back from disk (the submission files, or uncompressed scratch files when ``submission=False``,
    deleted afterwards) and accumulates the component metrics at that threshold.
 
-Memory: per labelled frame ~18 KB of pixel-curve state and its label zlib-compressed (a few KB to tens of
-KB at 2048x1024), component statistics (3 floats per component), plus the 142 MiB histogram state of the pooled
-metric; no score map is held beyond the frame being added. Disk until ``compute()``: with ``submission=True``
+Several scorers on one dataset (:func:`compute_all`, what :class:`~hazardseg.callbacks.BenchmarkEvaluation`
+does): their evaluators share one :class:`LabelledFrames` (each label compressed once, not once per scorer) and
+the component pass runs frame by frame over all of them, so each frame's label is decompressed and its
+ground-truth components labelled once (:class:`~hazardseg.metrics.smiyc.FrameGroundTruth`), whatever the number
+of scorers. ``add`` is safe to call from one worker thread while the caller's thread runs the next forward pass
+(the callback does that).
+
+Memory: per labelled frame ~18 KB of pixel-curve state per scorer and its label zlib-compressed once (a few KB
+to tens of KB at 2048x1024), component statistics (3 floats per component), plus the pooled metric's histogram
+blocks; no score map is held beyond the frame being added. Disk until ``compute()``: with ``submission=True``
 the submission files themselves (gzip, one per frame); otherwise one scratch ``.npy`` per labelled frame
 holding only its ROI (non-void) float16 values, 2 bytes per ROI pixel (at most 4 MiB at 2048x1024).
 
@@ -39,7 +46,7 @@ from torch import Tensor
 from hazardseg.data.labels import IGNORE_LABEL as VOID  # the benchmarks' void value (SMIYC convention)
 from hazardseg.maps import resize
 from hazardseg.metrics.anomaly import AnomalyMetrics
-from hazardseg.metrics.smiyc import COMPONENT_FILTERS, SmiycComponentMetric, SmiycPixelMetric
+from hazardseg.metrics.smiyc import COMPONENT_FILTERS, FrameGroundTruth, SmiycComponentMetric, SmiycPixelMetric
 from hazardseg.metrics.submission import Float16Encoder, read_score_map, submission_path, write_score_map
 
 
@@ -47,6 +54,26 @@ def upsample_scores(scores: Tensor, size: tuple[int, int]) -> Tensor:
     """(B,h,w) or (h,w) scores -> float32 at ``size`` (H,W): :func:`hazardseg.models.outputs.resize`, bilinear
     with half-pixel centres (the same interpolation as the benchmark's ``cv2.resize(..., INTER_LINEAR)``)."""
     return resize(scores.float(), size)
+
+
+class LabelledFrames:
+    """The labels of a dataset's labelled frames, zlib-compressed, kept once for all the scorers that score them."""
+
+    def __init__(self) -> None:
+        self._blobs: list[tuple[tuple[int, int], bytes]] = []
+
+    def add(self, label: np.ndarray) -> int:
+        """Keep one uint8 label; returns its index."""
+        self._blobs.append((label.shape, zlib.compress(np.ascontiguousarray(label).tobytes(), 1)))
+        return len(self._blobs) - 1
+
+    def label(self, index: int) -> np.ndarray:
+        shape, blob = self._blobs[index]
+        return np.frombuffer(zlib.decompress(blob), np.uint8).reshape(shape)
+
+
+def as_uint8_label(label: Tensor | np.ndarray) -> np.ndarray:
+    return (label.detach().cpu().numpy() if isinstance(label, Tensor) else np.asarray(label)).astype(np.uint8)
 
 
 class BenchmarkEvaluator:
@@ -61,6 +88,7 @@ class BenchmarkEvaluator:
         encoder: the float16 map (default: ``Float16Encoder("auto")``).
         pooled: also compute the pooled exact AUPR/AUROC/FPR95 (``pooled_*`` keys).
         scratch_dir: where scratch maps go when ``submission=False`` (default: a hidden folder in ``run_dir``).
+        frames: the labels' store, shared by the evaluators of one dataset (default: this evaluator's own).
     """
 
     def __init__(
@@ -72,6 +100,7 @@ class BenchmarkEvaluator:
         encoder: Float16Encoder | None = None,
         pooled: bool = True,
         scratch_dir: str | os.PathLike | None = None,
+        frames: LabelledFrames | None = None,
     ):
         if track not in COMPONENT_FILTERS:
             raise ValueError(f"track={track!r}: expected one of {sorted(COMPONENT_FILTERS)}")
@@ -84,14 +113,17 @@ class BenchmarkEvaluator:
         self.pooled = AnomalyMetrics() if pooled else None
         self.scratch_parent = Path(scratch_dir) if scratch_dir is not None else self.run_dir
         self._scratch: Path | None = None
-        self._kept: list[tuple[Path, tuple[int, int], bytes]] = []  # labelled frames: map file, shape, label
+        self.frames = frames if frames is not None else LabelledFrames()
+        self._kept: list[tuple[Path, int]] = []  # labelled frames: map file, index in self.frames
         self.num_frames = 0
         self.files: list[Path] = []
 
     # ------------------------------------------------------------------ per frame
-    def add(self, fid: str, group: str, scores: Tensor | np.ndarray, label: Tensor | np.ndarray | None = None) -> Path | None:
-        """Add one frame: ``scores`` (H,W) at the label's size, ``label`` (H,W) 0/1/255 or None.
-        Returns the submission file written (None with ``submission=False``)."""
+    def add(self, fid: str, group: str, scores: Tensor | np.ndarray, label: Tensor | np.ndarray | None = None,
+            label_index: int | None = None) -> Path | None:
+        """Add one frame: ``scores`` (H,W) at the label's size, ``label`` (H,W) 0/1/255 or None; ``label_index``:
+        where the label already is in the shared ``frames`` (else it is added there). Returns the submission file
+        written (None with ``submission=False``)."""
         if label is not None and tuple(label.shape) != tuple(scores.shape):
             raise ValueError(
                 f"frame {fid}: scores {tuple(scores.shape)} and label {tuple(label.shape)} differ in size; "
@@ -105,7 +137,7 @@ class BenchmarkEvaluator:
             self.files.append(path)
         if label is None:
             return path
-        y = (label.detach().cpu().numpy() if isinstance(label, Tensor) else np.asarray(label)).astype(np.uint8)
+        y = as_uint8_label(label)
         self.pixel.update(map16, y)
         if self.pooled is not None:
             s = scores.detach().cpu().float() if isinstance(scores, Tensor) else torch.from_numpy(np.asarray(scores, np.float32))
@@ -114,16 +146,15 @@ class BenchmarkEvaluator:
         if path is None:  # scratch copy for the component pass: the ROI values only (the rest is never read)
             path = self._scratch_dir() / f"{len(self._kept):07d}.npy"
             np.save(path, map16[y != VOID])
-        self._kept.append((path, y.shape, zlib.compress(y.tobytes(), 1)))
+        self._kept.append((path, self.frames.add(y) if label_index is None else label_index))
         return path if self.submission else None
 
     @staticmethod
-    def _read_map(path: Path, label: np.ndarray) -> np.ndarray:
+    def _read_roi(path: Path, truth: FrameGroundTruth) -> np.ndarray:
+        """The frame's float16 scores at its ROI pixels (``truth.roi`` order)."""
         if path.suffix == ".hdf5":
-            return read_score_map(path)
-        scores = np.zeros(label.shape, np.float16)  # void pixels: never predicted, never scored
-        scores[label != VOID] = np.load(path)
-        return scores
+            return read_score_map(path).ravel()[truth.roi]
+        return np.load(path)  # saved as map16[label != VOID]: the same pixels in the same order
 
     def _scratch_dir(self) -> Path:
         if self._scratch is None:
@@ -142,35 +173,64 @@ class BenchmarkEvaluator:
         pooled_FPR95`` (exact pooled, float32 scores), ``num_frames, num_scored_frames``, ``f16_*`` (export).
         Without labelled frames only the counts, ``f16_*`` and a ``note`` are returned.
         """
+        return compute_all([self])[0]
+
+    def _pixel_results(self) -> tuple[dict[str, Any], SmiycComponentMetric | None]:
+        """The pixel metrics (or a note), and the component metric at their best-F1 threshold (None: no component
+        pass)."""
         out: dict[str, Any] = {"num_frames": self.num_frames, "num_scored_frames": len(self._kept)}
+        if not self._kept:
+            out["note"] = "no labelled frame: score maps only (the test labels of these benchmarks are private)"
+            return out, None
         try:
-            if not self._kept:
-                out["note"] = "no labelled frame: score maps only (the test labels of these benchmarks are private)"
-                return {**out, **self.encoder.report()}
-            try:
-                pixel = self.pixel.compute()
-            except ValueError as err:  # e.g. no anomaly pixel in the labelled frames
-                out["note"] = str(err)
-                return {**out, **self.encoder.report()}
-            pixel.pop("num_frames")
-            out.update(pixel)
-            threshold = pixel["best_F1_threshold"]
-            components = SmiycComponentMetric(threshold, self.track)
-            for path, shape, blob in self._kept:
-                label = np.frombuffer(zlib.decompress(blob), np.uint8).reshape(shape)
-                components.update(self._read_map(path, label), label)
+            pixel = self.pixel.compute()
+        except ValueError as err:  # e.g. no anomaly pixel in the labelled frames
+            out["note"] = str(err)
+            return out, None
+        pixel.pop("num_frames")
+        out.update(pixel)
+        return out, SmiycComponentMetric(pixel["best_F1_threshold"], self.track)
+
+    def _finish(self, out: dict[str, Any], components: SmiycComponentMetric | None) -> dict[str, Any]:
+        if components is not None:
             out.update(components.compute())
+            threshold = out["best_F1_threshold"]
             out["component_threshold"] = threshold
             out["component_threshold_raw"] = self.encoder.decode(threshold)
             if self.pooled is not None:
                 pooled = self.pooled.compute()
                 out.update(pooled_AUPR=pooled["aupr"], pooled_AUROC=pooled["auroc"], pooled_FPR95=pooled["fpr95"])
-            return {**out, **self.encoder.report()}
-        finally:
-            self.close()
+        return {**out, **self.encoder.report()}
 
     def close(self) -> None:
         """Delete the scratch maps (the submission files stay)."""
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
+
+
+def compute_all(evaluators: list[BenchmarkEvaluator]) -> list[dict[str, Any]]:
+    """:meth:`BenchmarkEvaluator.compute` of several evaluators (one per scorer) with one component pass: frame by
+    frame, each label is decompressed and its ground-truth components labelled once for all the evaluators that
+    share its :class:`LabelledFrames` and track, then every scorer's map of that frame is read and scored. The
+    numbers are each evaluator's own ``compute()``. Removes the scratch files."""
+    try:
+        pending = [ev._pixel_results() for ev in evaluators]
+        groups: dict[tuple[int, str], list[int]] = {}
+        for i, (ev, (_, components)) in enumerate(zip(evaluators, pending)):
+            if components is not None:
+                groups.setdefault((id(ev.frames), ev.track), []).append(i)
+        for members in groups.values():
+            frames, flt = evaluators[members[0]].frames, COMPONENT_FILTERS[evaluators[members[0]].track]
+            by_frame: dict[int, list[tuple[int, Path]]] = {}
+            for i in members:
+                for path, index in evaluators[i]._kept:
+                    by_frame.setdefault(index, []).append((i, path))
+            for index in sorted(by_frame):
+                truth = FrameGroundTruth.of(frames.label(index), flt)
+                for i, path in by_frame[index]:
+                    pending[i][1].update_frame(truth, BenchmarkEvaluator._read_roi(path, truth))
+        return [ev._finish(out, components) for ev, (out, components) in zip(evaluators, pending)]
+    finally:
+        for ev in evaluators:
+            ev.close()

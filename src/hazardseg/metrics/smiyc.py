@@ -304,34 +304,84 @@ class FrameComponents:
     ppv: np.ndarray  # per predicted component
 
 
+@dataclass
+class FrameGroundTruth:
+    """What the component metrics need of one labelled frame, whatever the scorer: computed once per frame and
+    shared by every scorer (:class:`hazardseg.metrics.benchmark.BenchmarkEvaluator` runs its component pass
+    frame by frame over all scorers)."""
+
+    shape: tuple[int, int]
+    roi: np.ndarray  # flat indices of the ROI (label < 255) pixels, ascending
+    gt_pixels: np.ndarray  # flat indices of the anomaly pixels, ascending
+    gt_cc: np.ndarray  # (H*W,) 8-connected ground-truth component of every pixel (0: none)
+    n_gt: int
+    small_gt: np.ndarray  # bool (n_gt + 1,): components that become void (0 = the non-anomaly area)
+
+    @classmethod
+    def of(cls, labels: np.ndarray, flt: ComponentFilter) -> FrameGroundTruth:
+        gt = labels == 1
+        gt_cc, n_gt = ndimage.label(gt, structure=CONNECTIVITY)
+        gt_pixels = np.flatnonzero(gt)
+        gt_cc = gt_cc.ravel()
+        # small GT components become void; so does "component 0" (the non-anomaly area) if it is that small, as in
+        # the benchmark
+        small_gt = np.bincount(gt_cc[gt_pixels], minlength=n_gt + 1) < flt.min_gt_size
+        small_gt[0] = labels.size - gt_pixels.size < flt.min_gt_size
+        return cls(labels.shape, np.flatnonzero(labels != 255), gt_pixels, gt_cc, n_gt, small_gt)
+
+
 def frame_components(scores16: np.ndarray, labels: np.ndarray, threshold: float, flt: ComponentFilter) -> FrameComponents:
-    """Component statistics of one frame (see the module docstring). Counting runs on the pixels that are
-    predicted or ground-truth anomaly only, through a sparse table of (GT component, predicted component)
-    overlaps, instead of the benchmark's full-frame scans per component; the numbers are the same."""
-    predicted = (scores16 > np.float16(threshold)) & (labels != 255)
-    gt = labels == 1
-    gt_cc, n_gt = ndimage.label(gt, structure=CONNECTIVITY)
-    pred_cc, n_pred = ndimage.label(predicted, structure=CONNECTIVITY)
-    pixels = np.flatnonzero(predicted | gt)  # every other pixel is 0 in both component maps
-    g = gt_cc.ravel()[pixels].astype(np.int64)
-    p = pred_cc.ravel()[pixels].astype(np.int64)
-    # drop small predictions (sizes over the whole frame, void already zeroed), renumber the rest 1..m
+    """Component statistics of one frame (see the module docstring)."""
+    truth = FrameGroundTruth.of(labels, flt)
+    return components_of(truth, scores16.ravel()[truth.roi], threshold, flt)
+
+
+def components_of(truth: FrameGroundTruth, roi_scores16: np.ndarray, threshold: float, flt: ComponentFilter) -> FrameComponents:
+    """Component statistics of one frame from its ground truth and the float16 scores of its ROI pixels (in
+    ``truth.roi`` order). The prediction is labelled inside its bounding box, only the pixels that are predicted or
+    ground-truth anomaly are counted, and the (GT component, predicted component) overlaps go through a sparse
+    table, instead of the benchmark's full-frame scans per component; the numbers are the same."""
+    height, width = truth.shape
+    predicted = truth.roi[roi_scores16 > np.float16(threshold)]  # void is never predicted
+    pixels = truth.gt_pixels  # predicted or ground truth: every other pixel is 0 in both component maps
+    p = np.zeros(pixels.size, np.int64)
+    n_pred = 0
+    if predicted.size:  # 8-connected components of the prediction, labelled inside its bounding box
+        rows, cols = np.divmod(predicted, width)
+        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols.min()), int(cols.max()) + 1
+        box = np.zeros((r1 - r0, c1 - c0), bool)
+        box[rows - r0, cols - c0] = True
+        box_cc, n_pred = ndimage.label(box, structure=CONNECTIVITY)
+        union = np.zeros(height * width, bool)
+        union[predicted] = True
+        union[truth.gt_pixels] = True
+        pixels = np.flatnonzero(union)
+        rows, cols = np.divmod(pixels, width)
+        inside = (rows >= r0) & (rows < r1) & (cols >= c0) & (cols < c1)
+        p = np.zeros(pixels.size, np.int64)
+        p[inside] = box_cc[rows[inside] - r0, cols[inside] - c0]
+    g = truth.gt_cc[pixels].astype(np.int64)
+    n_gt = truth.n_gt
+    # drop small predictions (sizes over the whole frame, void already excluded), renumber the rest 1..m
     kept = np.bincount(p, minlength=n_pred + 1) >= flt.min_pred_size
     kept[0] = False
     m = int(kept.sum())
     renumber = np.zeros(n_pred + 1, np.int64)
     renumber[kept] = np.arange(1, m + 1)
     p = renumber[p]
-    # small GT components become void; so does "component 0" (the non-anomaly area) if it is that small,
-    # as in the benchmark; then everything is restricted to the ROI
-    small_gt = np.bincount(g, minlength=n_gt + 1) < flt.min_gt_size
-    small_gt[0] = labels.size - int(gt.sum()) < flt.min_gt_size
-    in_roi = ~small_gt[g]
+    # small GT components (and a small non-anomaly area) become void; then everything is restricted to the ROI
+    in_roi = ~truth.small_gt[g]
     g, p = g[in_roi], p[in_roi]
     size_g = np.bincount(g, minlength=n_gt + 1)
     size_p = np.bincount(p, minlength=m + 1)
     both = (g > 0) & (p > 0)
-    codes, overlap = np.unique(g[both] * (m + 1) + p[both], return_counts=True)
+    codes = g[both] * (m + 1) + p[both]
+    if (n_gt + 1) * (m + 1) <= max(4 * codes.size, 1 << 16):  # few components: count pairs without sorting
+        overlap = np.bincount(codes, minlength=(n_gt + 1) * (m + 1))
+        codes = np.flatnonzero(overlap)
+        overlap = overlap[codes]
+    else:
+        codes, overlap = np.unique(codes, return_counts=True)
     pair_g, pair_p = codes // (m + 1), codes % (m + 1)
     on_gt = np.bincount(pair_p, weights=overlap, minlength=m + 1).astype(np.int64)  # pixels of k on any GT
     on_pred = np.bincount(pair_g, weights=overlap, minlength=n_gt + 1).astype(np.int64)  # pixels of i predicted
@@ -398,10 +448,15 @@ class SmiycComponentMetric(Metric):
 
     def update(self, scores16, labels) -> None:
         for s, y in _frames(scores16, labels):
-            stats = frame_components(s, y, self.threshold, self.filter)
-            self.siou_gt.append(torch.from_numpy(stats.siou_gt).to(self.device))
-            self.siou_pred.append(torch.from_numpy(stats.siou_pred).to(self.device))
-            self.ppv.append(torch.from_numpy(stats.ppv).to(self.device))
+            truth = FrameGroundTruth.of(y, self.filter)
+            self.update_frame(truth, s.ravel()[truth.roi])
+
+    def update_frame(self, truth: FrameGroundTruth, roi_scores16: np.ndarray) -> None:
+        """One frame given its ground truth (shared by the scorers) and the float16 scores of its ROI pixels."""
+        stats = components_of(truth, roi_scores16, self.threshold, self.filter)
+        self.siou_gt.append(torch.from_numpy(stats.siou_gt).to(self.device))
+        self.siou_pred.append(torch.from_numpy(stats.siou_pred).to(self.device))
+        self.ppv.append(torch.from_numpy(stats.ppv).to(self.device))
 
     def compute(self) -> dict[str, float]:
         def cat(states: list) -> np.ndarray:
