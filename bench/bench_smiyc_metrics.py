@@ -11,6 +11,13 @@ Frame generation is not timed. frames/s = frames / (time of all ``add`` calls + 
     python bench/bench_smiyc_metrics.py                    # 50 frames, 2048x1024, ~5 min on 2 cores
     python bench/bench_smiyc_metrics.py --frames 5         # quick
     python bench/bench_smiyc_metrics.py --stages --frames 10   # ms per step
+    python bench/bench_smiyc_metrics.py --scorers 6 --frames 20   # one dataset, 6 scorers: ms per frame per scorer
+
+``--scorers K``: K evaluators (K different score maps per frame, as K scorers give) on the same frames, in this
+process: "separate" = each evaluator on its own, ``compute()`` one after the other (what the evaluation did
+before labels and the component pass were shared; only API that older versions have, so the same command with
+an older ``src`` on ``PYTHONPATH`` and ``--separate-only`` measures them), "shared" = the evaluators share one
+``LabelledFrames`` and ``compute_all`` runs the component pass frame by frame (what ``BenchmarkEvaluation`` does).
 """
 
 from __future__ import annotations
@@ -124,6 +131,55 @@ def stages(frames: int, height: int, width: int, threads: int) -> None:
     print(f"label blob: median {statistics.median(blob_sizes) / 1024:.1f} KiB")
 
 
+def scorers_mode(k: int, frames: int, height: int, width: int, threads: int, separate_only: bool) -> None:
+    import numpy as np
+    import torch
+
+    from benchmark_folders import random_label, synthetic_scores
+    from hazardseg.metrics import BenchmarkEvaluator
+
+    torch.set_num_threads(threads)
+    kinds = ["prob", "logit", "saturated"]
+    data = []
+    for i in range(frames):
+        rng = np.random.default_rng(i)
+        label = random_label(rng, width, height, blobs=3)
+        maps = [torch.from_numpy(synthetic_scores(label, 100 * i + j, noise=0.4 + 0.1 * j, kind=kinds[j % 3]))
+                for j in range(k)]
+        data.append((torch.from_numpy(label), maps))
+    variants = ["separate"] if separate_only else ["separate", "shared"]
+    results = {}
+    for variant in variants:
+        with tempfile.TemporaryDirectory() as run_dir:
+            if variant == "shared":
+                from hazardseg.metrics.benchmark import LabelledFrames, as_uint8_label, compute_all
+
+                store = LabelledFrames()
+                evs = [BenchmarkEvaluator(run_dir, f"s{j}", "anomaly", pooled=False, frames=store) for j in range(k)]
+            else:
+                evs = [BenchmarkEvaluator(run_dir, f"s{j}", "anomaly", pooled=False) for j in range(k)]
+            start = time.perf_counter()
+            for i, (label, maps) in enumerate(data):
+                if variant == "shared":
+                    y = as_uint8_label(label)
+                    index = store.add(y)
+                    for ev, m in zip(evs, maps):
+                        ev.add(f"f{i}", "AnomalyTrack-all", m, y, index)
+                else:
+                    for ev, m in zip(evs, maps):
+                        ev.add(f"f{i}", "AnomalyTrack-all", m, label)
+            added = time.perf_counter()
+            out = compute_all(evs) if variant == "shared" else [ev.compute() for ev in evs]
+            done = time.perf_counter()
+        results[variant] = out
+        per = 1e3 / (frames * k)
+        print(f"| {variant} | {k} | {frames} | {(added - start) * per:.1f} | {(done - added) * per:.1f} | "
+              f"{(done - start) * per:.1f} |", flush=True)
+    if not separate_only:
+        same = all(a == b for a, b in zip(results["separate"], results["shared"]))
+        print(f"\nshared == separate, every metric of every scorer: {same}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=50)
@@ -131,8 +187,16 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--stages", action="store_true", help="time each step in this process instead")
+    parser.add_argument("--scorers", type=int, help="K scorers on one dataset: separate vs shared evaluation")
+    parser.add_argument("--separate-only", action="store_true", help="with --scorers: the API older versions have")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.scorers:
+        print(f"{args.scorers} scorers, {args.frames} frames at {args.width}x{args.height}, {args.threads} threads")
+        print("| evaluation | scorers | frames | add ms / frame / scorer | compute ms / frame / scorer | total ms / frame / scorer |")
+        print("|---|---|---|---|---|---|")
+        scorers_mode(args.scorers, args.frames, args.height, args.width, args.threads, args.separate_only)
+        return
     if args.stages:
         stages(args.frames, args.height, args.width, args.threads)
         return

@@ -30,14 +30,28 @@ def dilate_cross(x: Tensor) -> Tensor:
     """Grey dilation of (N,1,H,W) with the 3x3 cross (4-neighbourhood); outside pixels ignored."""
     p = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
     h, w = x.shape[-2:]
-    return torch.stack(
-        [p[..., 1:h + 1, 1:w + 1], p[..., :h, 1:w + 1], p[..., 2:, 1:w + 1], p[..., 1:h + 1, :w], p[..., 1:h + 1, 2:]]
-    ).amax(dim=0)
+    # pairwise maxima of the shifted views: no (5, N, 1, H, W) stack (5 full copies at 2048x1024)
+    out = torch.maximum(p[..., :h, 1:w + 1], p[..., 2:, 1:w + 1])
+    out = torch.maximum(out, p[..., 1:h + 1, :w], out=out)
+    out = torch.maximum(out, p[..., 1:h + 1, 2:], out=out)
+    return torch.maximum(out, x, out=out)
 
 
 def erode_square(x: Tensor) -> Tensor:
-    """Grey erosion of (N,1,H,W) with the 3x3 square; max_pool pads with -inf, i.e. geodesic."""
-    return -F.max_pool2d(-x, kernel_size=3, stride=1, padding=1)
+    """Grey erosion of (N,1,H,W) with the 3x3 square; outside pixels ignored (+inf padding, i.e. geodesic).
+    Separable minima of shifted views: CPU ``max_pool2d`` takes 25x as long at 2048x1024."""
+    p = F.pad(x, (1, 1, 1, 1), value=float("inf"))
+    h, w = x.shape[-2:]
+    rows = torch.minimum(torch.minimum(p[..., :, :w], p[..., :, 1:w + 1]), p[..., :, 2:])
+    return torch.minimum(torch.minimum(rows[..., :h, :], rows[..., 1:h + 1, :]), rows[..., 2:, :])
+
+
+def box_sum(padded: Tensor) -> Tensor:
+    """3x3 window sums of a (N,1,H+2,W+2) map padded by one pixel: (N,1,H,W). Separable sums of shifted views
+    (CPU ``conv2d`` with a one-channel 3x3 kernel takes 20x as long at 2048x1024)."""
+    h, w = padded.shape[-2] - 2, padded.shape[-1] - 2
+    rows = padded[..., :, :w] + padded[..., :, 1:w + 1] + padded[..., :, 2:]
+    return rows[..., :h, :] + rows[..., 1:h + 1, :] + rows[..., 2:, :]
 
 
 def find_boundaries(pred: Tensor) -> Tensor:
@@ -72,7 +86,6 @@ class BoundarySuppression(nn.Module):
             )
         self.boundary_width = boundary_width
         self.boundary_iteration = boundary_iteration
-        self.register_buffer("box", torch.ones(1, 1, 3, 3), persistent=False)
 
     def expansion_widths(self) -> list[int]:
         """Per-iteration expansion radii, e.g. [3, 2, 1, 0] for width=iterations=4."""
@@ -83,12 +96,16 @@ class BoundarySuppression(nn.Module):
     def forward(self, x: Tensor, pred: Tensor) -> Tensor:
         out, squeeze = _as_4d(x)
         boundaries = find_boundaries(pred.reshape(out.shape))
-        box = self.box.to(out.dtype)
-        for radius in self.expansion_widths():
-            keep = (expand_boundaries(boundaries, radius) == 0).to(out.dtype)  # 1 = non-boundary
+        radii = self.expansion_widths()
+        # the boundary dilated 0..max(radii) times, each from the previous one (radii shrink: 3, 2, 1, 0)
+        expanded = [boundaries]
+        for _ in range(max(radii, default=0)):
+            expanded.append(dilate_cross(expanded[-1]))
+        for radius in radii:
+            keep = (expanded[radius] == 0).to(out.dtype)  # 1 = non-boundary
             # ReplicationPad2d(1) as in the reference (border pixels see replicated neighbours).
-            total = F.conv2d(F.pad(out * keep, (1, 1, 1, 1), mode="replicate"), box)
-            count = F.conv2d(F.pad(keep, (1, 1, 1, 1), mode="replicate"), box).round()
+            total = box_sum(F.pad(out * keep, (1, 1, 1, 1), mode="replicate"))
+            count = box_sum(F.pad(keep, (1, 1, 1, 1), mode="replicate"))  # exact: sums of 0/1
             avg = torch.where(count == 0, out, total / count.clamp_min(1))
             out = torch.where(keep == 0, avg, out)
         return out.squeeze(1) if squeeze else out
