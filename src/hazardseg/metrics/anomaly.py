@@ -661,7 +661,7 @@ class AnomalyMetrics(Metric):
         if int(self.nan_pixels):
             raise ValueError(f"{int(self.nan_pixels)} valid pixels had NaN scores; " + _NAN_MESSAGE)
         used = self._used_blocks()
-        if used == 0:
+        if used == 0 or int(self.pixels) == 0:
             raise ValueError("AnomalyMetrics.compute() called before any pixel was added via update()")
         # lanes summed in int32: _check_room keeps every bin's lane total below 2**31; one that wrapped anyway (a
         # DDP sum or merge_state past int32) lowers the int64 total by 2**32, which the check below catches.
@@ -670,7 +670,10 @@ class AnomalyMetrics(Metric):
         totals = pool.sum(1, dtype=torch.int64)  # per slot
         if int(totals.sum()) != int(self.pixels):
             raise ValueError("score histogram overflowed (over 2**31-1 pixels in one bin after the DDP sum)")
-        normal, anomaly = self.offsets.view(2, NUM_BLOCKS // 2)
+        # blocks that hold pixels (an allocated block can be empty: the dense layout, or ignored pixels only)
+        filled = torch.zeros(NUM_BLOCKS, dtype=torch.bool, device=pool.device)
+        filled[self.offsets >= 0] = totals[self.offsets[self.offsets >= 0] // BLOCK] > 0
+        normal, anomaly = torch.where(filled, self.offsets, _NO_BLOCK).view(2, NUM_BLOCKS // 2)
         detailed = torch.nonzero(anomaly >= 0).ravel()  # blocks with anomaly pixels: read bin by bin
         slots = anomaly[detailed] // BLOCK
         pos = pool[slots]
