@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import resource
 import statistics
@@ -176,8 +177,12 @@ def scorers_mode(k: int, frames: int, height: int, width: int, threads: int, sep
         print(f"| {variant} | {k} | {frames} | {(added - start) * per:.1f} | {(done - added) * per:.1f} | "
               f"{(done - start) * per:.1f} |", flush=True)
     if not separate_only:
-        same = all(a == b for a, b in zip(results["separate"], results["shared"]))
-        print(f"\nshared == separate, every metric of every scorer: {same}")
+        def same(a, b) -> bool:  # NaN (no component at that threshold) equals NaN
+            return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+
+        diff = [(j, k) for j, (a, b) in enumerate(zip(results["separate"], results["shared"]))
+                for k in a if not same(a[k], b.get(k))]
+        print(f"\nshared == separate, every metric of every scorer (NaN == NaN): {not diff} {diff[:5]}")
 
 
 def main() -> None:

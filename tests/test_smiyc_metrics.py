@@ -510,3 +510,36 @@ def test_evaluator_without_labels_or_anomalies(tmp_path):
     assert "no anomaly pixels" in evaluator.compute()["note"]
     with pytest.raises(ValueError, match="upsample"):
         evaluator.add("f", "AnomalyTrack-all", torch.rand(4, 4), torch.zeros(8, 8, dtype=torch.long))
+
+
+def _same(a: dict, b: dict) -> bool:
+    """Every value equal, NaN (no component at that threshold) equal to NaN."""
+    return a.keys() == b.keys() and all(
+        a[k] == b[k] or (isinstance(a[k], float) and np.isnan(a[k]) and np.isnan(b[k])) for k in a)
+
+
+def test_compute_all_shares_frames_and_equals_each_evaluator_alone(tmp_path):
+    # Several scorers on one dataset (what BenchmarkEvaluation does): one label store, one component pass frame by
+    # frame. Every number must be each evaluator's own compute(), and the run must not warn.
+    from hazardseg.metrics.benchmark import LabelledFrames, as_uint8_label, compute_all
+
+    rng = np.random.default_rng(21)
+    frames = [(random_label(rng, 160, 96, blobs=3), i) for i in range(5)]
+    kinds = ["prob", "logit", "saturated"]
+    store = LabelledFrames()
+    shared = [BenchmarkEvaluator(tmp_path / "a", f"s{j}", "obstacle", pooled=True, frames=store) for j in range(3)]
+    alone = [BenchmarkEvaluator(tmp_path / "b", f"s{j}", "obstacle", pooled=True) for j in range(3)]
+    for label, i in frames:
+        index = store.add(as_uint8_label(label))
+        for j, (a, b) in enumerate(zip(shared, alone)):
+            scores = torch.from_numpy(synthetic_scores(label, 10 * i + j, noise=0.5, kind=kinds[j]))
+            a.add(f"f{i}", "ObstacleTrack-all", scores, label, index)
+            b.add(f"f{i}", "ObstacleTrack-all", scores, torch.from_numpy(label))
+    assert len(store._blobs) == len(frames)  # one label per frame, not one per scorer
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. torchmetrics' "compute before update"
+        together = compute_all(shared)
+    for got, ev in zip(together, alone):
+        want = ev.compute()
+        assert want["num_gt_components"] > 0 and _same(got, want)
+    assert not any((tmp_path / "a").glob(".smiyc-maps-*"))  # scratch maps removed

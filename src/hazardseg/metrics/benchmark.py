@@ -46,7 +46,9 @@ from torch import Tensor
 from hazardseg.data.labels import IGNORE_LABEL as VOID  # the benchmarks' void value (SMIYC convention)
 from hazardseg.maps import resize
 from hazardseg.metrics.anomaly import AnomalyMetrics
-from hazardseg.metrics.smiyc import COMPONENT_FILTERS, FrameGroundTruth, SmiycComponentMetric, SmiycPixelMetric
+from hazardseg.metrics.smiyc import (
+    COMPONENT_FILTERS, FrameGroundTruth, SmiycComponentMetric, SmiycPixelMetric, class_offsets,
+)
 from hazardseg.metrics.submission import Float16Encoder, read_score_map, submission_path, write_score_map
 
 
@@ -61,6 +63,14 @@ class LabelledFrames:
 
     def __init__(self) -> None:
         self._blobs: list[tuple[tuple[int, int], bytes]] = []
+        self._offsets: tuple[int, np.ndarray] | None = None  # the last frame's class offsets (every scorer needs them)
+
+    def class_offsets(self, index: int, label: np.ndarray) -> np.ndarray:
+        """:func:`~hazardseg.metrics.smiyc.class_offsets` of frame ``index`` (its ``label``), computed once: the
+        scorers of a frame ask one after the other."""
+        if self._offsets is None or self._offsets[0] != index:
+            self._offsets = (index, class_offsets(label))
+        return self._offsets[1]
 
     def add(self, label: np.ndarray) -> int:
         """Keep one uint8 label; returns its index."""
@@ -138,7 +148,7 @@ class BenchmarkEvaluator:
         if label is None:
             return path
         y = as_uint8_label(label)
-        self.pixel.update(map16, y)
+        self.pixel.update(map16, y, None if label_index is None else self.frames.class_offsets(label_index, y))
         if self.pooled is not None:
             s = scores.detach().cpu().float() if isinstance(scores, Tensor) else torch.from_numpy(np.asarray(scores, np.float32))
             y_t = torch.from_numpy(y)
@@ -229,7 +239,7 @@ def compute_all(evaluators: list[BenchmarkEvaluator]) -> list[dict[str, Any]]:
             for index in sorted(by_frame):
                 truth = FrameGroundTruth.of(frames.label(index), flt)
                 for i, path in by_frame[index]:
-                    pending[i][1].update_frame(truth, BenchmarkEvaluator._read_roi(path, truth))
+                    pending[i][1].update(truth=truth, roi_scores16=BenchmarkEvaluator._read_roi(path, truth))
         return [ev._finish(out, components) for ev, (out, components) in zip(evaluators, pending)]
     finally:
         for ev in evaluators:
