@@ -311,8 +311,13 @@ def test_component_size_filters():
     assert stats.siou_gt.tolist() == [1.0, 1.0] and sorted(stats.ppv.tolist()) == [0.0, 0.0, 1.0, 1.0]
 
 
+@pytest.mark.parametrize("path", ["as chosen", "pixel list", "masks"])
 @pytest.mark.parametrize("track", ["anomaly", "obstacle"])
-def test_components_equal_reference(track):
+def test_components_equal_reference(track, path, monkeypatch):
+    from hazardseg.metrics import smiyc
+
+    if path != "as chosen":  # both ways of handling the prediction, whatever its size
+        monkeypatch.setattr(smiyc, "DENSE_PREDICTION", 1 if path == "pixel list" else 10**9)
     rng = np.random.default_rng(4)
     flt = COMPONENT_FILTERS[track]
     for trial in range(12):

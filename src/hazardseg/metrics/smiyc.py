@@ -344,30 +344,62 @@ def frame_components(scores16: np.ndarray, labels: np.ndarray, threshold: float,
     return components_of(truth, scores16.ravel()[truth.roi], threshold, flt)
 
 
+# A prediction covering more than 1/DENSE_PREDICTION of the ROI is handled with full-frame masks (vectorised passes);
+# a smaller one through its pixel list (work proportional to it). Measured at 2048x1024: list 13 ms / masks 14 ms
+# for 9e4 predicted pixels, list 47 ms / masks 28 ms for 4.3e5.
+DENSE_PREDICTION = 16
+
+
+def _sparse_prediction(truth: FrameGroundTruth, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(pixels that are predicted or ground truth, their predicted component, number of predicted components),
+    from the predicted pixels' flat indices (ascending): labelled inside their bounding box."""
+    if predicted.size == 0:
+        return truth.gt_pixels, np.zeros(truth.gt_pixels.size, np.int64), 0
+    height, width = truth.shape
+    rows, cols = np.divmod(predicted, width)
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols.min()), int(cols.max()) + 1
+    box = np.zeros((r1 - r0, c1 - c0), bool)
+    box[rows - r0, cols - c0] = True
+    box_cc, n_pred = ndimage.label(box, structure=CONNECTIVITY)
+    union = np.zeros(height * width, bool)
+    union[predicted] = True
+    union[truth.gt_pixels] = True
+    pixels = np.flatnonzero(union)
+    rows, cols = np.divmod(pixels, width)
+    inside = (rows >= r0) & (rows < r1) & (cols >= c0) & (cols < c1)
+    p = np.zeros(pixels.size, np.int64)
+    p[inside] = box_cc[rows[inside] - r0, cols[inside] - c0]
+    return pixels, p, n_pred
+
+
+def _dense_prediction(truth: FrameGroundTruth, hit: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """As :func:`_sparse_prediction`, from the ROI's hit mask, with full-frame masks (the prediction labelled
+    inside the rows and columns it spans)."""
+    height, width = truth.shape
+    mask = np.zeros(height * width, bool)
+    mask[truth.roi] = hit
+    grid = mask.reshape(height, width)
+    rows, cols = np.flatnonzero(grid.any(1)), np.flatnonzero(grid.any(0))
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    box_cc, n_pred = ndimage.label(grid[r0:r1, c0:c1], structure=CONNECTIVITY)
+    labelled = np.zeros((height, width), np.int32)
+    labelled[r0:r1, c0:c1] = box_cc
+    mask[truth.gt_pixels] = True
+    pixels = np.flatnonzero(mask)
+    return pixels, labelled.ravel()[pixels].astype(np.int64), n_pred
+
+
 def components_of(truth: FrameGroundTruth, roi_scores16: np.ndarray, threshold: float, flt: ComponentFilter) -> FrameComponents:
     """Component statistics of one frame from its ground truth and the float16 scores of its ROI pixels (in
     ``truth.roi`` order). The prediction is labelled inside its bounding box, only the pixels that are predicted or
     ground-truth anomaly are counted, and the (GT component, predicted component) overlaps go through a sparse
     table, instead of the benchmark's full-frame scans per component; the numbers are the same."""
-    height, width = truth.shape
-    predicted = truth.roi[roi_scores16 > np.float16(threshold)]  # void is never predicted
-    pixels = truth.gt_pixels  # predicted or ground truth: every other pixel is 0 in both component maps
-    p = np.zeros(pixels.size, np.int64)
-    n_pred = 0
-    if predicted.size:  # 8-connected components of the prediction, labelled inside its bounding box
-        rows, cols = np.divmod(predicted, width)
-        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols.min()), int(cols.max()) + 1
-        box = np.zeros((r1 - r0, c1 - c0), bool)
-        box[rows - r0, cols - c0] = True
-        box_cc, n_pred = ndimage.label(box, structure=CONNECTIVITY)
-        union = np.zeros(height * width, bool)
-        union[predicted] = True
-        union[truth.gt_pixels] = True
-        pixels = np.flatnonzero(union)
-        rows, cols = np.divmod(pixels, width)
-        inside = (rows >= r0) & (rows < r1) & (cols >= c0) & (cols < c1)
-        p = np.zeros(pixels.size, np.int64)
-        p[inside] = box_cc[rows[inside] - r0, cols[inside] - c0]
+    hit = roi_scores16 > np.float16(threshold)  # void is never predicted
+    predicted = truth.roi[hit]
+    if predicted.size > truth.roi.size // DENSE_PREDICTION:
+        pixels, p, n_pred = _dense_prediction(truth, hit)
+    else:
+        pixels, p, n_pred = _sparse_prediction(truth, predicted)
     g = truth.gt_cc[pixels].astype(np.int64)
     n_gt = truth.n_gt
     # drop small predictions (sizes over the whole frame, void already excluded), renumber the rest 1..m
