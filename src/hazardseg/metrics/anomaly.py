@@ -17,8 +17,9 @@ scores; FPR95 uses the flags (see the error bounds).
 Two-level state. The histograms have 8.3M bins per class, but a score map occupies a small
 part of them, so they are stored in blocks of 256 bins allocated on the first pixel that falls
 into each (see :class:`AnomalyMetrics`): constructing a metric costs nothing, its memory grows
-with the blocks the scores reach (measured: 0.2-40 MiB for 1e6-1e8 pixels of MSP, max-logit,
-entropy, energy and Gaussian maps; ``bench/``), and ``compute`` reads the allocated blocks only,
+with the blocks the scores reach (measured: 2.5-31 MiB for 1e6-1e7 pixels of MSP, entropy,
+energy and Gaussian maps; past ``DENSE_AFTER_PIXELS`` it switches to all blocks, 165 MiB;
+``bench/``), and ``compute`` reads the allocated blocks only,
 keeping each bin that holds anomaly pixels and summing the normal pixels between two of them
 (all three metrics and their error bounds read nothing else). Under DDP the ranks first agree
 on the union of their blocks, then sum states of equal shape (``AnomalyMetrics._sync_dist``).
