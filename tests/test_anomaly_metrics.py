@@ -571,9 +571,15 @@ def test_sync_free_path_equals_host_path(monkeypatch: pytest.MonkeyPatch) -> Non
     host.update(scores, labels, valid)
     host.update(scores[:1000], labels[:1000])
     monkeypatch.setattr(anomaly, "_host_sync_is_free", lambda device: False)
+
+    def reads_device_values(self):  # the block table's facts are read back to the host: a sync on a GPU
+        raise AssertionError("update read the block table back on the sync-free path")
+
     device_like = AnomalyMetrics()
-    device_like.update(scores, labels, valid)
-    device_like.update(scores[:1000], labels[:1000])
+    with monkeypatch.context() as patch:
+        patch.setattr(AnomalyMetrics, "_table_facts", reads_device_values)
+        device_like.update(scores, labels, valid)
+        device_like.update(scores[:1000], labels[:1000])
     assert bool((device_like.offsets >= 0).all())  # the sync-free path allocates every block up front
     for name in host._defaults:
         if name != "offsets":

@@ -506,18 +506,22 @@ class AnomalyMetrics(Metric):
         n = scores.numel()
         key, block, index = _scratch(n, scores.device)
         bin_index(scores, out=key).add_(labels, alpha=CLASS_STRIDE)
-        on_host = _host_sync_is_free(scores.device)
-        if on_host and not self._is_dense() and self._pixels_fed >= DENSE_AFTER_PIXELS:
+        if not _host_sync_is_free(scores.device):
+            # finding the blocks a batch reaches would sync: a GPU holds every block, in key order (the dense
+            # layout), from its first update on; nothing here reads a device value
+            if int(self.counts.shape[1]) == 0:
+                self._allocate_all()
+            return index.copy_(key)
+        if not self._is_dense() and self._pixels_fed >= DENSE_AFTER_PIXELS:
             self._canonical(torch.ones(NUM_BLOCKS, dtype=torch.bool, device=scores.device))
         if self._is_dense():  # no table lookup, nothing to allocate
             return index.copy_(key)
         torch.bitwise_right_shift(key, BLOCK_BITS, out=block)
         if int(self.counts.shape[1]) == 0:  # the first update: no lookup needed to know every block is missing
-            # a GPU allocates every block now (finding the reached ones would sync); the host those reached
-            self._allocate(self._reached(block, valid) if on_host else torch.arange(NUM_BLOCKS, device=scores.device))
+            self._allocate(self._reached(block, valid))
         # pool position = key + (block start - block's first key): one gather from the block table
         torch.index_select(self._key_shift(), 0, block, out=index).add_(key)
-        if on_host and int(index.min()) < 0:  # some blocks have no storage yet
+        if int(index.min()) < 0:  # some blocks have no storage yet (reading it back is free on the host)
             missing = index < 0
             if valid is not None:  # ignored pixels get no storage: they add weight 0 at any existing position
                 missing &= valid
@@ -583,6 +587,14 @@ class AnomalyMetrics(Metric):
         self.counts[:, used * BLOCK : need * BLOCK] = 0
         self.low_min[used * BLOCK : need * BLOCK] = 255
         self.low_max[used * BLOCK : need * BLOCK] = 0
+
+    def _allocate_all(self) -> None:
+        """Every block, in key order (the dense layout), zeroed; reads no device value (no sync)."""
+        device = self.offsets.device
+        self.offsets = torch.arange(0, NUM_BLOCKS * BLOCK, BLOCK, dtype=torch.int64, device=device)
+        self.counts = torch.zeros(LANES, NUM_BLOCKS * BLOCK, dtype=torch.int32, device=device)
+        self.low_min = torch.full((NUM_BLOCKS * BLOCK,), 255, dtype=torch.uint8, device=device)
+        self.low_max = torch.zeros(NUM_BLOCKS * BLOCK, dtype=torch.uint8, device=device)
 
     def _check_nan(self, scores: Tensor, valid: Tensor | None) -> None:
         """NaN in valid pixels: raise now on the host (free there); count on a GPU for compute()."""
