@@ -1,155 +1,24 @@
 """The previous AnomalyMetrics (one dense 142 MiB histogram per metric), kept for benchmarks.
 
-Verbatim code of ``hazardseg.metrics.anomaly`` before its state became two-level (blocks allocated on first use);
-the module docstring is shortened (bin layout and metric definitions are the same as the current module's, and
-the metric functions are imported from it). Not part of the package: ``bench_anomaly_metrics.py`` times this copy
+Verbatim ``AnomalyMetrics`` class of ``hazardseg.metrics.anomaly`` before its state became two-level (blocks
+allocated on first use); the module-level helpers it uses (bins, index arithmetic, metric definitions) did not
+change and are imported from the current module. Not part of the package: ``bench_anomaly_metrics.py`` times this copy
 beside the current ``AnomalyMetrics`` in the same process, so their ratio is measured on the same machine state.
 """
 
 from __future__ import annotations
-
-import math
-import struct
-import sys
 
 import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+# unchanged since: the bins, the update's index arithmetic and the metric definitions
+from hazardseg.metrics.anomaly import (  # noqa: F401
+    _INT32_MAX, _NAN_MESSAGE, LANES, NUM_BINS, _flat_inputs, _fpr95_cutoff, _host_sync_is_free, _low_bits, bin_index,
+    metrics_from_counts,
+)
 from hazardseg.metrics.names import ANOMALY
-from hazardseg.metrics.anomaly import metrics_from_counts, _fpr95_cutoff  # noqa: F401  (same definitions)
-
-MANTISSA_BITS = 16
-EXP_MIN = -40  # magnitudes below 2**EXP_MIN share the centre bin
-EXP_MAX = 23  # magnitudes at/above 2**EXP_MAX share the outermost bins
-RECALL_LEVEL = 0.95
-
-_SHIFT = 23 - MANTISSA_BITS  # float32 mantissa bits dropped
-_LO_Q = (127 + EXP_MIN) << MANTISSA_BITS  # shifted magnitude key of 2**EXP_MIN
-_HI_Q = (127 + EXP_MAX) << MANTISSA_BITS  # shifted magnitude key of 2**EXP_MAX
-_HALF = _HI_Q - _LO_Q  # magnitude bins on each side of the centre bin
-NUM_BINS = 2 * _HALF + 1
-_INT32_MAX = 2**31 - 1
-# The count histogram is kept LANES times; each update scatters its first 1/LANES of the pixels into lane 0,
-# the next into lane 1, ... in one 2-D scatter_add_, which PyTorch runs on one CPU thread per lane (a 1-D
-# scatter runs on one thread). The scatter is bound by cache misses in the 63 MiB histogram (wide-range maps
-# like entropy touch ~0.5M bins per image): two lanes cut it from 8.3 to 4.2 ms per 921,600-pixel image on
-# 2 cores, for 63 MiB more state. compute() sums the lanes. A constant, so states of all ranks match.
-LANES = 2
-_LOW_MASK = (1 << _SHIFT) - 1  # the mantissa bits below the bin resolution: they tell values in a bin apart
-
-
-def _float_bits(x: float) -> int:
-    """Signed int32 bit pattern of ``x`` rounded to float32."""
-    return struct.unpack("<i", struct.pack("<f", x))[0]
-
-
-def bin_of(x: float) -> int:
-    """Global histogram bin of one score; monotone non-decreasing in ``x``."""
-    mag_q = (_float_bits(x) & 0x7FFFFFFF) >> _SHIFT
-    mb = min(max(mag_q, _LO_Q), _HI_Q) - _LO_Q
-    return _HALF - mb if x < 0 else _HALF + mb
-
-
-def bin_index(scores: Tensor, out: Tensor | None = None) -> Tensor:
-    """int32 global bin of every score (contiguous float32); elementwise, equal to :func:`bin_of`.
-
-    Sign-magnitude on the bit pattern: clamp the magnitude key ``m`` into the exponent window,
-    then ``bin = _HALF + (m - _LO_Q)`` for positive and ``_HALF - (m - _LO_Q)`` for negative
-    scores. Branch-free, so every score distribution (one-signed, mixed signs, infinities)
-    costs the same seven integer passes. ``out``: an int32 tensor of the scores' size to write into
-    (no allocation: fresh multi-MB buffers cost page faults on every batch).
-    """
-    bits = scores.view(torch.int32)
-    idx = torch.bitwise_and(bits, 0x7FFFFFFF, out=out)  # magnitude bits; also maps -0.0 to +0.0
-    idx >>= _SHIFT
-    idx.clamp_(_LO_Q, _HI_Q)
-    sign = bits >> 31  # 0 or -1 (arithmetic shift)
-    # with s in {0, -1}: (m ^ s) - s = +-m, so _HALF +- (m - _LO_Q) = (m ^ s) + _HALF - _LO_Q - s (1 + 2 _LO_Q)
-    idx ^= sign
-    idx.add_(sign, alpha=-(1 + 2 * _LO_Q))
-    idx += _HALF - _LO_Q
-    return idx
-
-
-def _low_bits(scores: Tensor) -> Tensor:
-    """uint8 mantissa bits below the bin resolution; within a bin, equal low bits = equal scores."""
-    if sys.byteorder == "little":  # the lowest byte of each float32, read in place: one pass
-        return scores.view(torch.uint8)[::4] & _LOW_MASK
-    return (scores.view(torch.int32) & _LOW_MASK).to(torch.uint8)
-
-
-def _distinct(bins: Tensor, low: Tensor, size: int) -> Tensor:
-    """bool per bin 0..size-1: do the given pixels (``bins``: int64) hold more than one value there?"""
-    low_min = torch.full((size,), 255, dtype=torch.uint8, device=low.device).scatter_reduce_(0, bins, low, "amin")
-    low_max = torch.zeros(size, dtype=torch.uint8, device=low.device).scatter_reduce_(0, bins, low, "amax")
-    return low_min != low_max
-
-
-def _flat_inputs(scores: Tensor, is_anomaly: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Validate shapes/dtypes; return 1-D contiguous float32 scores, bool labels, bool valid."""
-    if scores.shape != is_anomaly.shape:
-        raise ValueError(f"scores {tuple(scores.shape)} and is_anomaly {tuple(is_anomaly.shape)} differ in shape")
-    if valid is not None and valid.shape != scores.shape:
-        raise ValueError(f"valid {tuple(valid.shape)} and scores {tuple(scores.shape)} differ in shape")
-    if not scores.is_floating_point():
-        raise ValueError(f"scores must be a floating point tensor, got {scores.dtype}")
-    scores = scores.reshape(-1).to(torch.float32).contiguous()
-    labels = is_anomaly.reshape(-1).to(torch.bool)
-    return scores, labels, None if valid is None else valid.reshape(-1).to(torch.bool)
-
-
-_NAN_MESSAGE = "scores contain NaN; anomaly scores must be numbers (+-inf are allowed)"
-
-
-def _host_sync_is_free(device: torch.device) -> bool:
-    """True on the CPU: reading a value back or sizing a tensor by its content costs no device sync."""
-    return device.type == "cpu"
-
-
-def histogram(
-    scores: Tensor, is_anomaly: Tensor, valid: Tensor | None = None
-) -> tuple[int | Tensor, Tensor, Tensor] | None:
-    """Count the pixels of one image (or batch) per bin, only over the occupied bin range.
-
-    Used per image by :class:`PerImageAnomalyMetrics`, where a full-size histogram per image
-    would cost more than the image. Returns ``(where, counts, distinct)`` with ``counts`` of
-    shape ``(2, k)`` (row 0 normal, row 1 anomaly) in ascending bin order and ``distinct`` (k,)
-    bool, True where a bin's anomaly pixels hold more than one float32 value; or ``None`` for
-    zero pixels.
-    Dense case: ``where`` is the int ``gmin`` and the columns are bins ``gmin .. gmin+k-1``.
-    Sparse case (span larger than the pixel count): ``where`` is a tensor of the ``k`` occupied
-    global bins, found with ``torch.unique``. Reads the bin range back to the host (one sync),
-    which the pooled :class:`AnomalyMetrics` avoids.
-    """
-    scores, labels, valid = _flat_inputs(scores, is_anomaly, valid)
-    if valid is not None:
-        scores, labels = scores[valid], labels[valid]
-    if scores.numel() == 0:
-        return None
-    if bool(torch.isnan(scores).any()):
-        raise ValueError(_NAN_MESSAGE)
-    idx = bin_index(scores)
-    gmin_t, gmax_t = torch.aminmax(idx)
-    gmin, span = int(gmin_t), int(gmax_t) - int(gmin_t) + 1
-    idx -= gmin
-    if span > idx.numel():
-        bins, inverse = torch.unique(idx, return_inverse=True)
-        k = bins.numel()
-        distinct = _distinct(inverse[labels], _low_bits(scores[labels]), k)
-        counts = torch.bincount(inverse.add_(labels, alpha=k), minlength=2 * k).view(2, k)
-        return bins.long() + gmin, counts, distinct
-    distinct = _distinct(idx[labels].long(), _low_bits(scores[labels]), span)
-    idx.add_(labels, alpha=span)
-    counts = torch.bincount(idx, minlength=2 * span).view(2, span)
-    return gmin, counts, distinct
-
-
-def _compact(counts: Tensor, distinct: Tensor) -> tuple[Tensor, Tensor]:
-    """Keep occupied bins only (counts as int64): empty bins add nothing to any metric."""
-    keep = torch.nonzero(counts.any(0)).ravel()
-    return counts[:, keep].long(), distinct[keep]
 
 
 class AnomalyMetrics(Metric):
