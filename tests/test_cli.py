@@ -143,3 +143,17 @@ def test_ddp_two_cpu_processes_train_and_test(tmp_path):
     assert (entry / "DONE.json").is_file()
     assert len(list((tmp_path / "outputs" / "models" / "scorer_stats").glob("sml-*.pt"))) == 1  # fitted once, by rank 0's cache
     assert "It is recommended to use `self.log(" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["loss=meta_ood", "loss.terms.outlier_entropy.weight=-1"], "loss.terms.outlier_entropy.weight=-1.0"),
+    (["loss=ce+aux", "loss.terms.aux.weight=nan"], "loss.terms.aux.weight=nan"),
+    (["loss=ce", "loss.terms.ce.weight=0"], "every weight is 0"),
+])
+def test_loss_weights_that_train_backwards_or_nothing_are_one_line(tmp_path, overrides, key):
+    # A negative weight trains the method backwards under its name, all-zero weights train nothing: refused at start
+    proc = run([str(REPO / "train.py"), *overrides, "logger=none", *TINY_DATA], tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and key in error_lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not list(tmp_path.rglob("*.ckpt"))

@@ -16,6 +16,7 @@ list so that a command line can change one of them: ``loss.terms.aux.weight=0.2`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -76,6 +77,13 @@ class CompositeLoss(nn.Module):
         for name, term in terms.items():
             if not isinstance(term, LossTerm):
                 raise ConfigError(f"loss.terms.{name}: expected a hazardseg.losses.LossTerm (a `_target_` entry), got {type(term).__name__}")
+            # a negative weight trains the method backwards under its name; NaN / inf poison every step
+            if not (math.isfinite(term.weight) and term.weight >= 0):
+                raise ConfigError(f"loss.terms.{name}.weight={term.weight}: weights must be finite and >= 0 "
+                                  f"(0 switches a term off; `loss.terms.{name}: null` drops it)")
+        if not any(term.weight > 0 for term in terms.values()):
+            raise ConfigError(f"loss.terms: every weight is 0 ({', '.join(f'{n}.weight=0' for n in terms)}), so nothing "
+                              f"would be trained; give at least one term a weight > 0")
         self.terms = nn.ModuleDict(dict(terms))
         self.ignore_index = ignore_index
 
