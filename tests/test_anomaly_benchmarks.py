@@ -410,3 +410,27 @@ def test_benchmark_configs_instantiate_and_load(tmp_path):
         assert dm.name == name and dm.image_size is None and dm.num_classes is None
         (batch,) = _batches(dm)
         assert batch["has_label"].tolist() == [True] and batch["mask"].shape[-2:] == batch["image"].shape[-2:]
+
+
+# ---------------------------------------------------------------------------------------------
+# A frame id read twice: refused by every reader (it would weigh double and overwrite its submission file)
+# ---------------------------------------------------------------------------------------------
+def test_road_anomaly_frame_listed_twice(tmp_path):
+    root = road_anomaly_folder(tmp_path / "RoadAnomaly", ["animals01_a", "cones02_b"], [(48, 27), (32, 18)])
+    (root / "frame_list.json").write_text(json.dumps(["animals01_a.jpg", "cones02_b.jpg", "animals01_a.jpg"]))
+    with pytest.raises(DataError) as e:
+        RoadAnomalyDataModule(root=root, num_workers=0).setup("test")
+    line = _one_line(e)
+    assert "'animals01_a' is listed twice" in line and "animals01_a.jpg" in line and "scored twice" in line
+
+
+@pytest.mark.parametrize("module", ["anomaly", "obstacle"])
+def test_smiyc_frame_id_with_two_images(tmp_path, module):
+    cls, folder, fid = ((SmiycAnomalyDataModule, "dataset_AnomalyTrack", "validation0000") if module == "anomaly"
+                        else (SmiycObstacleDataModule, "dataset_ObstacleTrack", "gravel_obj1_1"))
+    root = smiyc_folder(tmp_path / folder, [(fid, (64, 32), True)], ext=".jpg" if module == "anomaly" else ".webp")
+    save_image(np.zeros((32, 64, 3), np.uint8), root / "images" / f"{fid}.png")
+    with pytest.raises(DataError) as e:
+        cls(root=root, num_workers=0, subset="all").setup("test")
+    line = _one_line(e)
+    assert f"'{fid}' has two images" in line and f"{fid}.png" in line and "overwritten" in line

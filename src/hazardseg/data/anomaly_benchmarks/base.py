@@ -228,6 +228,18 @@ class AnomalyBenchmarkDataModule(DataModuleBase):
         if not self.root.is_dir():
             raise DataError(f"data.root={self.root}: folder not found; {self.DOWNLOAD_HINT}")
 
+    def check_unique(self, frames: Sequence[Frame]) -> None:
+        """One frame per (submission folder, frame id), for every reader: a frame read twice would weigh double in
+        every pooled and component metric, and its submission file would be written twice."""
+        first: dict[tuple[str, str], Frame] = {}
+        for frame in frames:
+            other = first.setdefault((frame.group, frame.name), frame)
+            if other is not frame:
+                how = (f"is listed twice ({frame.image})" if other.image == frame.image
+                       else f"has two images ({other.image} and {frame.image})")
+                raise DataError(f"{self.name}: frame id {frame.name!r} {how}; it would be scored twice and its "
+                                f"submission file overwritten. Fix: remove the duplicate from data.root={self.root}")
+
     def eval_transform_of(self, split: str) -> ImageOnly:
         return self.eval_transform
 
@@ -237,6 +249,7 @@ class AnomalyBenchmarkDataModule(DataModuleBase):
             raise DataError(
                 f"{self.name} (data.subset={self.subset}): no frames found in data.root={self.root}; {self.DOWNLOAD_HINT}"
             )
+        self.check_unique(frames)
         ds = self.dataset_class(frames, None, self.skip_bad_samples)
         if missing:
             example = next(iter(missing.values()))
