@@ -131,3 +131,20 @@ def test_multirun_over_the_five_benchmarks_gives_one_dataset_by_scorer_report(tr
     test_no_known = LostAndFoundDataModule(root=roots["LAF_ROOT"])
     test_no_known.setup("test")
     assert json.loads((laf / "results.json").read_text())["benchmark"]["msp"]["num_scored_frames"] == len(test_no_known.frames)
+
+
+def test_benchmark_folder_without_any_label_is_refused_unless_submission(trained, make_cfg, tmp_path):
+    # validation frames whose labels_masks/ folder is missing: no silent "exit 0, nothing computed"
+    import shutil
+
+    root = smiyc_anomaly_folder(tmp_path / "bench")
+    shutil.rmtree(root / "labels_masks")
+    common = [*EVAL, f"ckpt_path={trained['checkpoint']}", "data=smiyc_anomaly", f"++data.root={root}",
+              "++data.image_size=[64,112]", "scorer=msp"]
+    with pytest.raises(DataError) as e:
+        evaluate(make_cfg(common, config_name="eval"))
+    msg = str(e.value)
+    assert "\n" not in msg and "none of the 3 frames" in msg and "labels_masks/<fid>_labels_semantic.png" in msg
+    assert "submission=true" in msg
+    results = evaluate(make_cfg([*common, "submission=true"], config_name="eval"))  # asked for: files only
+    assert results["benchmark"]["msp"]["num_scored_frames"] == 0 and "no metrics" in results["benchmark"]["msp"]["note"]

@@ -36,6 +36,7 @@ import torch
 from hazardseg.callbacks.base import EvaluationCallback
 from hazardseg.config import is_number
 from hazardseg.console import say
+from hazardseg.errors import DataError
 from hazardseg.metrics import BenchmarkEvaluator
 from hazardseg.metrics.benchmark import LabelledFrames, as_uint8_label, compute_all
 from hazardseg.metrics.names import BENCHMARK_COLUMNS
@@ -71,6 +72,12 @@ class BenchmarkEvaluation(EvaluationCallback):
         datamodule = trainer.datamodule
         if not getattr(datamodule, "test_only", False):
             return
+        if not self.submission and not any(frame.mask is not None for frame in datamodule.frames):
+            raise DataError(
+                f"{datamodule.name}: none of the {len(datamodule.frames)} frames in data.root={datamodule.root} has a "
+                f"label ({datamodule.LABELS_AT} expected), so there is nothing to score. Fix: point data.root at the "
+                f"folder with the labels, or add submission=true to only write the leaderboard's files"
+            )
         train_hash = str(pl_module.checkpoint_meta.get("train_hash") or "model")
         self.frames = LabelledFrames()
         for name in pl_module.scorers:

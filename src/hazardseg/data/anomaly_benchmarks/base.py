@@ -192,6 +192,7 @@ class AnomalyBenchmarkDataModule(DataModuleBase):
     TRACK: ClassVar[str] = "anomaly"
     SUBSETS: ClassVar[tuple[str, ...]] = ("all",)
     DOWNLOAD_HINT: ClassVar[str] = ""
+    LABELS_AT: ClassVar[str] = "its label files"  # where a frame's label is expected, for messages
     test_only: ClassVar[bool] = True
     dataset_class: ClassVar[type[AnomalyBenchmarkDataset]] = AnomalyBenchmarkDataset
 

@@ -38,6 +38,8 @@ class _SmiycDataModule(AnomalyBenchmarkDataModule):
     GROUP: ClassVar[str] = ""
     dataset_class = SmiycDataset
 
+    LABELS_AT = "labels_masks/<fid>_labels_semantic.png"
+
     def check_root(self) -> None:
         super().check_root()
         if not (self.root / "images").is_dir():
