@@ -227,6 +227,20 @@ def test_lost_and_found_label_mapping(tmp_path):
     assert batch["mask"][0].numpy().tolist() == np.repeat(want, 2, axis=1).tolist()
 
 
+def test_lost_and_found_16_bit_instance_labels_are_refused(tmp_path):
+    # an instanceIds-like 16-bit file: ids above 255 would all become void ("no obstacle") without the value check
+    fid = laf_fid("04_Maurener_Weg_8", 0, 30)
+    root = lost_and_found_folder(tmp_path / "laf", "test", [fid], size=(8, 4))
+    ids = np.array([[0, 1, 1001, 1001], [1, 1, 1002, 1], [1, 1, 1, 1], [0, 0, 0, 0]], np.uint16).repeat(2, axis=1)
+    path = root / "gtCoarse/test/04_Maurener_Weg_8" / f"{fid}_gtCoarse_labelIds.png"
+    Image.fromarray(ids).save(path)  # uint16 -> a 16-bit PNG
+    assert np.array(Image.open(path)).max() == 1002  # really a 16-bit file
+    with pytest.raises(DataError) as e:
+        _batches(LostAndFoundDataModule(root=root, subset="test", num_workers=0))
+    line = _one_line(e)
+    assert str(path) in line and "1001" in line and "labelIds" in line
+
+
 def test_lost_and_found_partial_split(tmp_path):
     root = lost_and_found_folder(tmp_path / "laf", "test", [laf_fid("04_Maurener_Weg_8", 0, k) for k in range(3)])
     with pytest.raises(DataError) as e:

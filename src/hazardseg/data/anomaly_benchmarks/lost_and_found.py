@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from hazardseg.data.anomaly_benchmarks.base import (
-    ANOMALY, NORMAL, VOID, AnomalyBenchmarkDataModule, AnomalyBenchmarkDataset, Frame,
+    ANOMALY, NORMAL, VOID, AnomalyBenchmarkDataModule, AnomalyBenchmarkDataset, Frame, check_label_values,
 )
 from hazardseg.data.readers import skip_or_raise
 from hazardseg.errors import DataError
@@ -19,6 +19,9 @@ class LostAndFoundDataset(AnomalyBenchmarkDataset):
     mask_hint = " (use gtCoarse/<split>/<scene>/<fid>_gtCoarse_labelIds.png, not the color or instanceIds files)"
 
     def encode_mask(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        # labelIds are 8-bit: wider values (a 16-bit instanceIds file, ids like 1001) would all become void and the
+        # frame would silently count as having no obstacle
+        check_label_values(raw, range(256), path, "the 8-bit LostAndFound labelIds 0..255")
         raw = raw.astype(np.int64)
         out = np.full(raw.shape, VOID, np.int64)
         out[raw == 1] = NORMAL
