@@ -157,3 +157,18 @@ def test_loss_weights_that_train_backwards_or_nothing_are_one_line(tmp_path, ove
     error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and key in error_lines[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not list(tmp_path.rglob("*.ckpt"))
+
+
+@pytest.mark.parametrize("script, overrides, expected", [
+    ("eval.py", ["ckpt_path=x", "scorer=null"], "scorer=null: the 'scorer' group needs an option"),
+    ("train.py", ["model=null"], "model=null: the 'model' group needs an option"),
+    ("train.py", ["optim=~"], "optim=~: the 'optim' group needs an option"),
+    ("train.py", ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0", "scorer=msp,energy"], "hydra.launcher.n_jobs=0: "),
+])
+def test_command_lines_hydra_would_end_in_a_traceback_are_one_line(tmp_path, script, overrides, expected):
+    # e.g. Hydra's defaults list: "Config group override must be a string or a list"; joblib: "n_jobs == 0 ..."
+    proc = run([str(REPO / script), *overrides], tmp_path)
+    assert proc.returncode == 2
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and expected in error_lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr

@@ -110,8 +110,30 @@ def report_sweep_failures(sweep_dir: Path) -> list[dict[str, Any]]:
     return failed
 
 
+# Config groups a run cannot do without: `<group>=null` on the command line would otherwise end in a traceback from
+# Hydra's defaults list ("Config group override must be a string or a list").
+REQUIRED_GROUPS = ("scorer", "model", "optim", "trainer", "paths", "callbacks", "hydra/launcher", "hydra/sweeper")
+
+
+def refuse_null_groups(argv: list[str], conf_dir: Path) -> None:
+    """One line and exit 2 for ``<group>=null`` (or ``~``/``None``) of a group that needs an option, and for
+    command-line values a launcher would only refuse with a traceback (``hydra.launcher.n_jobs=0``)."""
+    for arg in argv[1:]:
+        group, _, value = arg.lstrip("+").partition("=")
+        if group in REQUIRED_GROUPS and value.strip().lower() in ("null", "none", "~") and not (conf_dir / group / f"{value}.yaml").is_file():
+            options = sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+            print(f"error: {group}={value}: the '{group}' group needs an option, e.g. {group}={options[0] if options else '...'} "
+                  f"(options: {', '.join(options)})", file=sys.stderr, flush=True)
+            sys.exit(USER_ERROR)
+        if group == "hydra.launcher.n_jobs" and value.strip() == "0":  # joblib: "n_jobs == 0 in Parallel has no meaning"
+            print("error: hydra.launcher.n_jobs=0: the joblib launcher needs n_jobs >= 1 (parallel jobs) or -1 (one per "
+                  "core)", file=sys.stderr, flush=True)
+            sys.exit(USER_ERROR)
+
+
 def launch(main: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` function; after a multirun with failed jobs, exit with their status."""
+    refuse_null_groups(sys.argv, Path(sys.argv[0]).resolve().parent / "conf")
     main()
     if _sweep_exit["code"]:
         sys.exit(_sweep_exit["code"])
