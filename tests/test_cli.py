@@ -164,6 +164,10 @@ def test_loss_weights_that_train_backwards_or_nothing_are_one_line(tmp_path, ove
     ("train.py", ["model=null"], "model=null: the 'model' group needs an option"),
     ("train.py", ["optim=~"], "optim=~: the 'optim' group needs an option"),
     ("train.py", ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0", "scorer=msp,energy"], "hydra.launcher.n_jobs=0: "),
+    # a run folder that cannot be written (procfs: as unwritable as a read-only disk, even for root)
+    ("train.py", ["hydra.run.dir=/proc/hazardseg-run"], "hydra.run.dir=/proc/hazardseg-run: cannot write there"),
+    ("eval.py", ["-m", "ckpt_path=x", "hydra.sweep.dir=/proc/hazardseg-sweep", "scorer=msp,energy"],
+     "hydra.sweep.dir=/proc/hazardseg-sweep: cannot write there"),
 ])
 def test_command_lines_hydra_would_end_in_a_traceback_are_one_line(tmp_path, script, overrides, expected):
     # e.g. Hydra's defaults list: "Config group override must be a string or a list"; joblib: "n_jobs == 0 ..."

@@ -9,9 +9,11 @@ internal error) when any job failed, after printing which and why.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import sys
+import tempfile
 import traceback
 import warnings
 from pathlib import Path
@@ -131,9 +133,29 @@ def refuse_null_groups(argv: list[str], conf_dir: Path) -> None:
             sys.exit(USER_ERROR)
 
 
+def refuse_unwritable_run_dir(argv: list[str]) -> None:
+    """One line and exit 2 when the folder Hydra is about to create the run in cannot be written (a read-only disk,
+    a path under /proc, ...): Hydra itself would stop with a traceback before the run starts."""
+    multirun = any(arg in ("-m", "--multirun") for arg in argv[1:])
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [arg.split("=", 1)[1] for arg in argv[1:] if arg.lstrip("+").startswith(f"{key}=")]
+    folder = Path(given[-1]) if given and "${" not in given[-1] else Path("outputs")  # the default's fixed part
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        where = f"{key}={folder}" if given else f"the run folder {folder.resolve()} (under the current directory)"
+        print(f"error: {where}: cannot write there ({err.strerror}). Fix: run from a writable folder or set "
+              f"{key}=/a/writable/folder", file=sys.stderr, flush=True)
+        sys.exit(USER_ERROR)
+
+
 def launch(main: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` function; after a multirun with failed jobs, exit with their status."""
     refuse_null_groups(sys.argv, Path(sys.argv[0]).resolve().parent / "conf")
+    refuse_unwritable_run_dir(sys.argv)
     main()
     if _sweep_exit["code"]:
         sys.exit(_sweep_exit["code"])
