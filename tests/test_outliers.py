@@ -487,3 +487,20 @@ def test_coco_command_presets_crowd_and_limits(tiny_coco, tmp_path):
     assert len(one["objects"]) == 1 and len(list((tmp_path / "one").glob("*.png"))) == 1
     assert coco_main(["--coco-root", str(tiny_coco), "--annotations", "instances_train2017.json",
                       "--out", str(tmp_path / "bad"), "--exclude", "unicorn"]) == 2  # fmt: skip
+
+
+@pytest.mark.parametrize("section, index, key, value", [
+    ("annotations", 2, "image_id", "abc"), ("annotations", 0, "id", 101.5), ("categories", 1, "id", None),
+    ("images", 3, "height", "60"),
+])
+def test_coco_command_non_integer_id_is_one_line(tiny_coco, tmp_path, capsys, section, index, key, value):
+    ann = tiny_coco / "annotations" / "instances_train2017.json"
+    data = json.loads(ann.read_text())
+    data[section][index][key] = value
+    ann.write_text(json.dumps(data))
+    code = coco_main(["--coco-root", str(tiny_coco), "--annotations", "instances_train2017.json",
+                      "--out", str(tmp_path / "out"), "--exclude", "none"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert f"{section}[{index}].{key}={value!r} is not an integer" in err[0] and str(ann) in err[0]
+    assert not list((tmp_path / "out").glob("*.png"))  # refused before writing any cut-out

@@ -157,7 +157,30 @@ def _load_annotations(path: Path) -> dict[str, Any]:
         raise DataError(f"{path}: not a valid COCO annotation JSON ({e})") from None
     if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
         raise DataError(f"{path}: not a COCO instances file (needs 'images', 'annotations' and 'categories')")
+    _check_integer_fields(data, path)
     return data
+
+
+# The integer fields the tool reads, per list of the instances file.
+INTEGER_FIELDS = {"categories": ("id",), "images": ("id", "height", "width"),
+                  "annotations": ("id", "image_id", "category_id")}
+
+
+def _check_integer_fields(data: dict[str, Any], path: Path) -> None:
+    """Every id / size the tool reads is an integer (JSON ints, or floats with an integral value): one line naming the
+    entry otherwise, instead of a ValueError traceback half-way through writing the cut-outs."""
+    for section, keys in INTEGER_FIELDS.items():
+        entries = data[section]
+        if not isinstance(entries, list):
+            raise DataError(f"{path}: '{section}' must be a list of objects, got {type(entries).__name__}")
+        for i, entry in enumerate(entries):
+            for key in keys:
+                value = entry.get(key) if isinstance(entry, dict) else None
+                ok = isinstance(value, int) and not isinstance(value, bool)
+                ok = ok or (isinstance(value, float) and value.is_integer())
+                if not ok:
+                    raise DataError(f"{path}: {section}[{i}].{key}={value!r} is not an integer; a COCO instances file "
+                                    f"has integer ids and sizes (fix or drop that entry)")
 
 
 def _resolve_paths(coco_root: Path, annotations: str, images: str | None) -> tuple[Path, Path]:
