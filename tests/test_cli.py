@@ -146,12 +146,18 @@ def test_ddp_two_cpu_processes_train_and_test(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, key", [
+    # messages name the real key and the value at fault (not a placeholder, not a neighbour)
+    (["loss=energy_oe", "loss.terms.energy_margin.temperature=0"], "loss.terms.energy_margin.temperature=0: must be > 0"),
+    (["loss=energy_oe", "loss.terms.energy_margin.m_in=nan"], "loss.terms.energy_margin.m_in=nan: must be a finite"),
+    (["loss=meta_ood", "loss.terms.outlier_entropy.normalize=images"], "loss.terms.outlier_entropy.normalize='images'"),
+    (["loss=pebal", "+loss.terms.abstention.reward_blur=4"], "loss.terms.abstention.reward_blur=4: must be odd"),
+    (["model.num_classes=5"], "model.num_classes=5: the training data (synthetic_streethazards) has 13 classes"),
     (["loss=meta_ood", "loss.terms.outlier_entropy.weight=-1"], "loss.terms.outlier_entropy.weight=-1.0"),
     (["loss=ce+aux", "loss.terms.aux.weight=nan"], "loss.terms.aux.weight=nan"),
     (["loss=ce", "loss.terms.ce.weight=0"], "every weight is 0"),
 ])
-def test_loss_weights_that_train_backwards_or_nothing_are_one_line(tmp_path, overrides, key):
-    # A negative weight trains the method backwards under its name, all-zero weights train nothing: refused at start
+def test_config_errors_name_the_key_at_fault(tmp_path, overrides, key):
+    # e.g. a negative weight trains the method backwards under its name, all-zero weights train nothing: refused at start
     proc = run([str(REPO / "train.py"), *overrides, "logger=none", *TINY_DATA], tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]

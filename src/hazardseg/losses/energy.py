@@ -25,6 +25,8 @@ hyperparameters: ``E_in`` of a trained model sits roughly at ``-max logit``.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,10 +55,14 @@ class EnergyMargin(LossTerm):
     def __init__(self, weight: float = 0.1, output: str = "logits", m_in: float = -25.0, m_out: float = -7.0,
                  temperature: float = 1.0):
         super().__init__(weight, output)
+        # bare `key=value: ...` messages: the config instantiation prefixes the term's own key (loss.terms.<name>.)
+        for key, value in (("m_in", m_in), ("m_out", m_out), ("temperature", temperature)):
+            if not math.isfinite(float(value)):
+                raise ConfigError(f"{key}={value}: must be a finite number")
         if not m_out > m_in:
-            raise ConfigError(f"loss.terms.<energy>: m_out={m_out} must be larger than m_in={m_in} (outliers get the higher energy)")
+            raise ConfigError(f"m_out={m_out}: must be larger than m_in={m_in} (outliers get the higher energy)")
         if not temperature > 0:
-            raise ConfigError(f"loss.terms.<energy>.temperature={temperature}: must be > 0")
+            raise ConfigError(f"temperature={temperature}: must be > 0")
         self.m_in, self.m_out, self.temperature = float(m_in), float(m_out), float(temperature)
 
     @property

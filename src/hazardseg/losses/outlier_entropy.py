@@ -47,7 +47,7 @@ class OutlierEntropy(LossTerm):
     def __init__(self, weight: float = 0.9, output: str = "logits", normalize: str = "pixels"):
         super().__init__(weight, output)
         if normalize not in NORMALISATIONS:
-            raise ConfigError(f"loss.terms.<name>.normalize={normalize!r}: expected one of {list(NORMALISATIONS)}")
+            raise ConfigError(f"normalize={normalize!r}: expected one of {list(NORMALISATIONS)}")
         self.normalize = normalize
 
     @property

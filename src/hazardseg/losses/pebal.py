@@ -54,7 +54,7 @@ class AbstentionLoss(LossTerm):
                  reward_blur: int = 7, reward_sigma: float = 1.0):
         super().__init__(weight, output)
         if reward_blur and reward_blur % 2 == 0:
-            raise ConfigError(f"loss.terms.<abstention>.reward_blur={reward_blur}: must be odd (or 0 for no blur)")
+            raise ConfigError(f"reward_blur={reward_blur}: must be odd (or 0 for no blur)")
         self.outlier_weight, self.reward_blur, self.reward_sigma = float(outlier_weight), int(reward_blur), float(reward_sigma)
 
     @property

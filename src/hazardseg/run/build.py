@@ -91,8 +91,13 @@ def build_module(train_cfg: DictConfig, run_cfg: DictConfig, datamodule, meta: d
     Classes come from the data the model was trained on (``datamodule.scorer_fit_data`` when the test data is
     another dataset); what the test masks mean (``labels``: ignore / anomaly values, semantic or not) from the test data."""
     net = instantiate(train_cfg.model, key="model")
-    loss = _loss(train_cfg, net)
     trained_on = getattr(datamodule, "scorer_fit_data", None) or datamodule
+    predicted = getattr(net, "num_classes", None)
+    if predicted is not None and trained_on.num_classes is not None and predicted != trained_on.num_classes:
+        raise ConfigError(f"model.num_classes={predicted}: the training data ({trained_on.name}) has "
+                          f"{trained_on.num_classes} classes and the network must predict exactly those. Fix: drop the "
+                          f"override (model.num_classes follows data.num_classes)")
+    loss = _loss(train_cfg, net)
     # Each component checks itself against its neighbours as it is assembled: a one-line error now,
     # not at the first training step.
     loss.check_outputs(net.output_names(training=True))
