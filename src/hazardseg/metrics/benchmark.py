@@ -190,7 +190,7 @@ class BenchmarkEvaluator:
         pass)."""
         out: dict[str, Any] = {"num_frames": self.num_frames, "num_scored_frames": len(self._kept)}
         if not self._kept:
-            out["note"] = "no labelled frame: score maps (submission files) only, no metrics"
+            out["note"] = "no labelled frame (a private test split): score maps written as submission files, no metrics"
             return out, None
         try:
             pixel = self.pixel.compute()
