@@ -153,6 +153,10 @@ def test_ddp_two_cpu_processes_train_and_test(tmp_path):
     (["loss=pebal", "+loss.terms.abstention.reward_blur=4"], "loss.terms.abstention.reward_blur=4: must be odd"),
     (["model.num_classes=5"], "model.num_classes=5: the training data (synthetic_streethazards) has 13 classes"),
     (["loss=meta_ood", "loss.terms.outlier_entropy.weight=-1"], "loss.terms.outlier_entropy.weight=-1.0"),
+    # an outlier method whose configuration never pastes an object would train nothing of the method, exit 0
+    (["loss=meta_ood", "data.outliers.probability=0"], "data.outliers.probability=0: no image ever gets an outlier"),
+    (["loss=energy_oe", "data.outliers.count=0"], "data.outliers.count=[0, 0]: no object is ever pasted"),
+    (["loss=void", "data.outliers.on_labels=[7,40]"], "data.outliers.on_labels=[7, 40]: [40] are not training ids"),
     (["loss=ce+aux", "loss.terms.aux.weight=nan"], "loss.terms.aux.weight=nan"),
     (["loss=ce", "loss.terms.ce.weight=0"], "every weight is 0"),
 ])

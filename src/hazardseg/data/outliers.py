@@ -111,6 +111,22 @@ class PasteOutliers(torch.nn.Module):
         if not isinstance(flip, bool):
             raise ConfigError(f"{key}.flip={flip!r}: expected true or false")
         self.fallback, self.blend, self.flip, self.label = fallback, blend, flip, int(label)
+        self.key = key
+
+    def never_pastes(self, num_classes: int | None) -> str | None:
+        """Why this configuration can never paste an object (a one-line error for a method that learns from them),
+        or None. Only what the configuration shows; a cut-out source whose objects never reach the labelling
+        threshold shows up during training."""
+        if self.probability == 0:
+            return f"{self.key}.probability=0: no image ever gets an outlier"
+        if self.count[1] == 0:
+            return f"{self.key}.count={list(self.count)}: no object is ever pasted"
+        if self.on_labels is not None and num_classes is not None:
+            unknown = [label for label in self.on_labels if label >= num_classes]
+            if unknown:
+                return (f"{self.key}.on_labels={self.on_labels}: {unknown} are not training ids of this dataset "
+                        f"(0..{num_classes - 1}): objects meant to stand there are never pasted")
+        return None
 
     # ------------------------------------------------------------------------------ forward
     def forward(self, sample: dict[str, Any]) -> dict[str, Any]:

@@ -101,13 +101,19 @@ class CompositeLoss(nn.Module):
                     f"(outputs: {sorted(set(available) - {'feature_stride'})}). Fix: add model.heads.{output}, or use a loss option that adds it."
                 )
 
-    def check_outliers(self, pasted: bool) -> None:
-        """Outlier-exposure terms need pasted outliers (``pasted``: the datamodule pastes them); without them
-        they would train on nothing, silently."""
-        if self.uses_outliers and not pasted:
-            terms = [name for name, term in self.terms.items() if term.uses_outliers]
+    def check_outliers(self, paste: Any, num_classes: int | None = None) -> None:
+        """Outlier-exposure terms need pasted outliers (``paste``: the datamodule's paste transform, None when it
+        pastes none, see ``PasteOutliers.never_pastes``); without them they would train on nothing, silently."""
+        if not self.uses_outliers:
+            return
+        terms = [name for name, term in self.terms.items() if term.uses_outliers]
+        if paste is None:
             raise ConfigError(f"loss.terms.{terms[0]} learns from pasted outlier pixels, but data.outliers.enabled is false. "
                               f"Fix: data.outliers.enabled=true (the loss options set it), or a loss without outlier terms (loss=ce).")
+        reason = paste.never_pastes(num_classes) if hasattr(paste, "never_pastes") else None
+        if reason:
+            raise ConfigError(f"{reason}, but loss.terms.{terms[0]} learns from pasted outlier pixels. Fix: paste some "
+                              f"(the loss options' defaults do), or a loss without outlier terms (loss=ce)")
 
     @property
     def uses_outliers(self) -> bool:

@@ -16,7 +16,7 @@ from hazardseg.run.build import Run
 
 
 def check(run: Run) -> None:
-    run.module.loss.check_outliers(getattr(run.datamodule, "outliers", None) is not None)
+    run.module.loss.check_outliers(getattr(run.datamodule, "outliers", None), run.datamodule.num_classes)
     check_objective(run.cfg.get("objective"), run.module, run.datamodule)
     preflight(run.module, run.datamodule)
 
