@@ -267,6 +267,28 @@ def test_folder_source_errors_are_one_line(tmp_path):
         FolderOutliers(tmp_path)[0]
 
 
+@pytest.mark.parametrize("how", ["relative", "absolute"])
+def test_manifest_entry_outside_the_folder_follows_the_odgt_policy(make_cfg, tmp_path, how):
+    # One policy for every file list: a manifest entry that leaves the cut-out folder is refused like an odgt
+    # entry leaving its split folder, and the same key (data.allow_external_paths) lifts it.
+    from hazardseg.config import instantiate
+
+    cutouts, elsewhere = tmp_path / "cutouts", tmp_path / "elsewhere"
+    cutouts.mkdir(), elsewhere.mkdir()
+    _write_rgba(cutouts / "a.png", 6, 6)
+    _write_rgba(elsewhere / "x.png", 6, 6)
+    outside = "../elsewhere/x.png" if how == "relative" else str(elsewhere / "x.png")
+    (cutouts / "manifest.json").write_text(json.dumps({"objects": [{"file": "a.png"}, {"file": outside}]}))
+    overrides = TINY_DATA + ["data/outliers=folder", f"data.outliers.root={cutouts}", "data.outliers.enabled=true"]
+    with pytest.raises(DataError) as err:
+        instantiate(make_cfg(overrides).data, key="data")
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{cutouts / 'manifest.json'}: entry 1 points outside {cutouts}")
+    assert "data.allow_external_paths=true" in msg
+    dm = instantiate(make_cfg(overrides + ["data.allow_external_paths=true"]).data, key="data")
+    assert [p.name for p in dm.outliers.source.files] == ["a.png", "x.png"] and dm.outliers.source[1].shape == (4, 6, 6)
+
+
 # ---------------------------------------------------------- synthetic family: disjointness
 def _components_holes_solidity(mask: np.ndarray, min_share: float = 0.02) -> tuple[int, int, float]:
     """Parts and holes covering >= min_share of the object's area (8-/4-connected), and solidity."""

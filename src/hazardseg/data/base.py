@@ -272,6 +272,7 @@ class SegmentationDataModule(DataModuleBase):
         val_outliers: Any = None,
         val_outliers_seed: int = 0,
         train_seed: int = 0,
+        allow_external_paths: bool = False,
     ):
         """``outliers``: the ``data.outliers`` config (see ``hazardseg.data.outliers``); when enabled, the
         TRAIN transform pastes outlier objects (label ``OUTLIER_LABEL``); test never does.
@@ -279,17 +280,22 @@ class SegmentationDataModule(DataModuleBase):
         into an anomaly proxy (the same objects every epoch; see :mod:`hazardseg.data.proxy`).
         ``eval_image_size``: [H, W] that val/test images *and masks* are resized to (null = ``image_size``).
         Training crops can be smaller than the evaluated images, as in most segmentation recipes; set it to
-        the label size to score every label pixel as the papers do (labels are then not resampled)."""
+        the label size to score every label pixel as the papers do (labels are then not resampled).
+        ``allow_external_paths``: accept file-list entries (odgt, the outlier manifest) that leave their folder."""
         # Shuffle order and augmentation of every (epoch, training sample) derive from this seed only.
         self.train_seed = check_seed(train_seed)
         super().__init__(root, batch_size, num_workers, pin_memory, num_classes, ignore_index, skip_bad_samples, persistent_workers)
         self.image_size = parse_image_size(image_size or self.DEFAULT_IMAGE_SIZE)
         self.eval_image_size = self.image_size if eval_image_size is None else parse_image_size(eval_image_size, "data.eval_image_size")
         self.augment = parse_augment(augment)
-        self.outliers = build_paste_transform(outliers)
+        if not isinstance(allow_external_paths, bool):
+            raise ConfigError(f"data.allow_external_paths={allow_external_paths!r}: expected true or false")
+        self.allow_external_paths = allow_external_paths
+        self.outliers = build_paste_transform(outliers, allow_external_paths=allow_external_paths)
         self.train_transform = build_train_transform(self.image_size, self.augment, self.ignore_index, self.outliers)
         self.eval_transform = build_eval_transform(self.eval_image_size)
-        self.val_outliers = val_outliers if callable(val_outliers) else build_paste_transform(val_outliers, key="data.val_outliers")
+        self.val_outliers = val_outliers if callable(val_outliers) else build_paste_transform(
+            val_outliers, key="data.val_outliers", allow_external_paths=allow_external_paths)
         self.val_transform = self.eval_transform
         if self.val_outliers is not None:
             from hazardseg.data.proxy import build_proxy_transform

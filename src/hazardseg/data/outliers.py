@@ -62,6 +62,7 @@ from PIL import Image
 from torchvision import tv_tensors
 
 from hazardseg.data.outlier_synth import SyntheticOutliers
+from hazardseg.data.readers import check_inside
 from hazardseg.data.transforms import OUTLIER_LABEL, _plain
 from hazardseg.errors import ConfigError, DataError
 
@@ -233,8 +234,12 @@ class FolderOutliers:
     The file list comes from ``manifest.json`` when present (written by ``hazardseg.data.coco_outliers``;
     avoids listing 10^5 files), else from a recursive ``*.png`` scan. Fully transparent borders are
     cropped at load time. ``root=None`` is allowed until the source is used: :meth:`check` then raises a
-    one-line error naming ``data.outliers.root`` and how to build a folder.
+    one-line error naming ``data.outliers.root`` and how to build a folder. Manifest entries must stay inside
+    the folder (absolute or ``../`` paths are refused) unless ``allow_external_paths`` (set from
+    ``data.allow_external_paths`` by the datamodule, the same policy as StreetHazards' odgt files).
     """
+
+    allow_external_paths = False
 
     def __init__(self, root: str | Path | None = None, cache_size: int = 256):
         if not isinstance(cache_size, int) or isinstance(cache_size, bool) or cache_size < 0:
@@ -264,6 +269,10 @@ class FolderOutliers:
                     raise DataError(
                         f"{manifest}: unreadable outlier manifest ({type(e).__name__}: {e}); delete it to scan the folder instead"
                     ) from None
+                if not self.allow_external_paths:
+                    for i, f in enumerate(files):
+                        check_inside(f, self.root, manifest, i, "pasting a file from elsewhere (e.g. a test image) into "
+                                     "training images leaks it")
             else:
                 files = sorted(p for p in self.root.rglob("*.png") if p.is_file())
             if not files:
@@ -323,8 +332,9 @@ def load_cutout(path: Path) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------ config
-def build_paste_transform(outliers: Any, key: str = "data.outliers") -> PasteOutliers | None:
+def build_paste_transform(outliers: Any, key: str = "data.outliers", allow_external_paths: bool = False) -> PasteOutliers | None:
     """``data.outliers`` config (or None) -> a :class:`PasteOutliers`, or None when disabled.
+    ``allow_external_paths`` (``data.allow_external_paths``) is handed to a source that lists files.
 
     ``source`` may be a mapping with ``_target_`` (instantiated here) or an already built source (Hydra
     instantiates nested ``_target_`` nodes recursively). ``root`` is only read by the source (``${..root}``).
@@ -350,6 +360,8 @@ def build_paste_transform(outliers: Any, key: str = "data.outliers") -> PasteOut
         from hazardseg.config import instantiate
 
         source = instantiate(source, key=f"{key}.source")
+    if hasattr(source, "allow_external_paths"):  # the datamodule's file-list policy, one key for every list
+        source.allow_external_paths = allow_external_paths
     if hasattr(source, "check"):
         source.check()
     options = {k: _plain(outliers.get(k)) for k in CONFIG_KEYS[3:] if k in outliers}  # probability .. flip

@@ -3,6 +3,7 @@ and the skip-or-raise rule for unusable listed samples. Every dataset reader use
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,18 @@ class Item:
     image: Path
     mask: Path
     name: str  # relative path of the image, unique within the split
+
+
+def check_inside(path: Path, folder: Path, listing: Path, entry: int | str, why: str) -> None:
+    """Refuse a listed path that leaves ``folder`` (absolute elsewhere, or ``../``): one policy for every file
+    list (StreetHazards odgt, the outlier manifest), lifted by ``data.allow_external_paths=true``. ``why`` says
+    what could go wrong with such a file."""
+    inside = os.path.abspath(folder)
+    if os.path.commonpath([inside, os.path.abspath(path)]) != inside:
+        raise DataError(
+            f"{listing}: entry {entry} points outside {folder} ({path}); {why}. Fix: list files under {folder}, "
+            f"or set data.allow_external_paths=true if intended"
+        )
 
 
 def skip_or_raise(message: str, key: str, skip: bool, missing: dict[str, str] | None) -> None:

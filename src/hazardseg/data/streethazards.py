@@ -25,7 +25,7 @@ import numpy as np
 
 from hazardseg.data.base import SegmentationDataModule
 from hazardseg.data.dataset import SegmentationDataset
-from hazardseg.data.readers import Item, check_values, skip_or_raise
+from hazardseg.data.readers import Item, check_inside, check_values, skip_or_raise
 from hazardseg.errors import ConfigError, DataError
 
 CLASS_NAMES = (
@@ -49,6 +49,7 @@ SPLIT_LAYOUT = {
     "test": ("test", "test.odgt", "test"),
 }
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
+LEAKAGE = "a file of another split (e.g. a test image in train.odgt) is data leakage"
 
 
 def read_odgt(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -149,7 +150,7 @@ class StreetHazardsDataset(SegmentationDataset):
                 img, seg = self.split_dir / e["fpath_img"], self.split_dir / e["fpath_segm"]
                 if not allow_external_paths:
                     for f in (img, seg):
-                        _check_inside(f, self.split_dir, odgt_path, i)
+                        check_inside(f, self.split_dir, odgt_path, i, LEAKAGE)
                 for f in (img, seg):
                     if not f.is_file():
                         msg = f"{f}: listed in {odgt_path} but missing; re-extract the dataset or use a matching odgt (or index=scan)"
@@ -219,14 +220,12 @@ class StreetHazardsDataModule(SegmentationDataModule):
     def __init__(
         self,
         index: str = "auto",
-        allow_external_paths: bool = False,
         **common: Any,
     ):
         super().__init__(**common)
         if index not in ("auto", "odgt", "scan"):
             raise ConfigError(f"data.index={index!r}: expected auto, odgt or scan")
         self.index = index
-        self.allow_external_paths = bool(allow_external_paths)
 
     def check_root(self) -> None:
         if self.root is None:
@@ -241,13 +240,3 @@ class StreetHazardsDataModule(SegmentationDataModule):
     def build_dataset(self, split: str) -> StreetHazardsDataset:
         return StreetHazardsDataset(self.root, split, None, index=self.index, skip_bad_samples=self.skip_bad_samples,
                                     allow_external_paths=self.allow_external_paths)
-
-
-def _check_inside(path: Path, split_dir: Path, odgt: Path, index: int) -> None:
-    """Refuse an odgt path that leaves the split folder (absolute elsewhere, or ``../``)."""
-    inside = os.path.abspath(split_dir)
-    if os.path.commonpath([inside, os.path.abspath(path)]) != inside:
-        raise DataError(
-            f"{odgt}: entry {index} points outside {split_dir} ({path}); a file of another split (e.g. a test image in "
-            f"train.odgt) is data leakage. Fix: list files under {split_dir}, or set data.allow_external_paths=true if intended"
-        )
