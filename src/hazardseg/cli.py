@@ -22,6 +22,7 @@ from typing import Any, Callable
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
+from hazardseg import signals
 from hazardseg.errors import HazardsegError
 from hazardseg.io import job_overrides
 from hazardseg.run.record import write_failure  # the only writer of results.json
@@ -67,8 +68,9 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> f
 
 def _stop(cfg: DictConfig, message: str, code: int) -> None:
     """SIGINT / SIGTERM: write the run's results.json and end the process (and the sweep)."""
-    print(f"error: {message}; re-run the same command to resume", file=sys.stderr, flush=True)
-    write_failure(cfg, message, "interrupted", code)
+    with signals.ignored():  # a second SIGTERM must not cut results.json short
+        print(f"error: {message}; re-run the same command to resume", file=sys.stderr, flush=True)
+        write_failure(cfg, message, "interrupted", code)
     sys.exit(code)
 
 
@@ -156,6 +158,7 @@ def launch(main: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` function; after a multirun with failed jobs, exit with their status."""
     refuse_null_groups(sys.argv, Path(sys.argv[0]).resolve().parent / "conf")
     refuse_unwritable_run_dir(sys.argv)
+    signals.install()  # SIGTERM honoured outside Lightning's loops too (fitting, benchmark metrics, reports)
     main()
     if _sweep_exit["code"]:
         sys.exit(_sweep_exit["code"])

@@ -9,6 +9,7 @@ killed writer left behind without touching a live writer's.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -17,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
+
+from hazardseg.errors import HazardsegError
 
 _UMASK = os.umask(0)  # read once at import (os.umask can only be read by setting it)
 os.umask(_UMASK)
@@ -28,12 +31,29 @@ _TEMP_NAME = re.compile(r"^\..+\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
 STALE_AFTER_S = 6 * 3600
 
 
+# What a full disk looks like to a writer (EFBIG: a file-size limit, e.g. `ulimit -f`, or tests' fault injection).
+NO_SPACE = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file size limit exceeded"}
+
+
+class DiskFullError(HazardsegError, OSError):
+    """A write failed for lack of space. One line naming the file; the previous file (if any) is intact. Also an
+    OSError, so writers of optional files (caches) keep treating it as a warning."""
+
+    def __str__(self) -> str:
+        return self.strerror  # the message alone, without "[Errno 28]"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it is renamed onto ``path``."""
+    """Yield a temporary path next to ``path``; on success it is renamed onto ``path``. On any failure the
+    temporary file is removed; a full disk is a :class:`DiskFullError` naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise_if_no_space(err, path)
+        raise
     os.close(fd)
     tmp = Path(tmp)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the final file normal permissions
@@ -42,8 +62,33 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # RuntimeError: torch's zip writer, with the OSError as its context
+        raise_if_no_space(err, path)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def no_space_reason(err: BaseException | None) -> str | None:
+    """"no space left on device" (or the quota / file-size variant) when ``err`` or an exception it was raised
+    from is such an OSError; else None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in NO_SPACE:
+            return NO_SPACE[err.errno]
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def raise_if_no_space(err: BaseException, path: Path) -> None:
+    if isinstance(err, DiskFullError):
+        raise err
+    reason = no_space_reason(err)
+    if reason:
+        raise DiskFullError(errno.ENOSPC, f"{path}: cannot write it ({reason}); nothing half-written is left and the "
+                            f"previous file, if any, is intact. Fix: free space on the disk of {path.parent}, then re-run "
+                            f"the same command (a training resumes from its last checkpoint)") from None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -58,8 +103,10 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # Through a Python file: a failed write then raises an OSError with its errno (torch's own file writer only
+    # says "unexpected pos"), which atomic_path turns into a DiskFullError when the disk is full.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def remove_stale_temp_files(folder: str | os.PathLike, max_age_s: float = STALE_AFTER_S) -> list[Path]:

@@ -30,6 +30,7 @@ from typing import Any, Iterable
 from hazardseg.console import render_table, say
 from hazardseg.io import atomic_path, atomic_write_text, job_overrides
 from hazardseg.metrics.names import ANOMALY, BENCHMARK, BENCHMARK_THRESHOLDS, ERROR_BOUND, higher_is_better
+from hazardseg.signals import stop_point
 
 METRICS = ("miou", *ANOMALY, *(f"per_image_{k}" for k in ANOMALY))
 # Test-only anomaly benchmarks (hazardseg.callbacks.BenchmarkEvaluation): the leaderboard's metrics under their
@@ -85,6 +86,7 @@ def finish_run(results: dict[str, Any], loggers: Iterable) -> None:
     """End of a completed run: print its table, and give loggers that take them the (run, scorer) rows."""
     if not results.get("metrics") and not results.get("objective"):
         return
+    stop_point("report")
     say(render_table(run_summary_table(results)))
     identity = {"task": results.get("task"), "train_hash": results.get("train_hash"),
                 **{f"choice.{k}": v for k, v in (results.get("choices") or {}).items()}}
@@ -161,6 +163,7 @@ def write_sweep_report(sweep_dir: str | Path, plots: bool = True) -> dict[str, P
     rows = sweep_rows(sweep_dir)
     if not rows:
         return {}
+    stop_point("report")
     columns, names = columns_of(rows)
     written = {"csv": sweep_dir / "sweep_report.csv", "md": sweep_dir / "sweep_report.md", "json": sweep_dir / "sweep_report.json"}
     buffer = io.StringIO()
@@ -327,6 +330,7 @@ def _tight(fig) -> None:
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
+    stop_point("report")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)

@@ -15,16 +15,16 @@ from lightning.pytorch.callbacks import ModelCheckpoint as _ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from hazardseg.io import atomic_path
+from hazardseg.io import atomic_torch_save
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """torch.save to a temp file in the target folder, fsync, then ``os.replace``: a crash never
-    leaves a truncated ``last.ckpt`` for ``resume=auto`` to choke on."""
+    leaves a truncated ``last.ckpt`` for ``resume=auto`` to choke on, and a full disk is one line naming the
+    checkpoint (:class:`~hazardseg.io.DiskFullError`) with the previous one intact."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        atomic_torch_save(checkpoint, path)
 
 
 class RNGStateCheckpoint(L.Callback):

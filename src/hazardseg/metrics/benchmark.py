@@ -44,12 +44,14 @@ import torch
 from torch import Tensor
 
 from hazardseg.data.labels import IGNORE_LABEL as VOID  # the benchmarks' void value (SMIYC convention)
+from hazardseg.io import raise_if_no_space
 from hazardseg.maps import resize
 from hazardseg.metrics.anomaly import AnomalyMetrics
 from hazardseg.metrics.smiyc import (
     COMPONENT_FILTERS, FrameGroundTruth, SmiycComponentMetric, SmiycPixelMetric, class_offsets,
 )
 from hazardseg.metrics.submission import Float16Encoder, read_score_map, submission_path, write_score_map
+from hazardseg.signals import stop_point
 
 
 def upsample_scores(scores: Tensor, size: tuple[int, int]) -> Tensor:
@@ -143,6 +145,7 @@ class BenchmarkEvaluator:
         self.num_frames += 1
         path = None
         if self.submission:
+            stop_point("submission-export")
             path = write_score_map(submission_path(self.run_dir, self.method, group, fid), map16, compress=True)
             self.files.append(path)
         if label is None:
@@ -155,7 +158,12 @@ class BenchmarkEvaluator:
             self.pooled.update(s, y_t == 1, y_t != VOID)
         if path is None:  # scratch copy for the component pass: the ROI values only (the rest is never read)
             path = self._scratch_dir() / f"{len(self._kept):07d}.npy"
-            np.save(path, map16[y != VOID])
+            try:
+                np.save(path, map16[y != VOID])
+            except OSError as err:  # a full disk: one line naming the file (see hazardseg.io)
+                path.unlink(missing_ok=True)
+                raise_if_no_space(err, path)
+                raise
         self._kept.append((path, self.frames.add(y) if label_index is None else label_index))
         return path if self.submission else None
 
@@ -237,6 +245,7 @@ def compute_all(evaluators: list[BenchmarkEvaluator]) -> list[dict[str, Any]]:
                 for path, index in evaluators[i]._kept:
                     by_frame.setdefault(index, []).append((i, path))
             for index in sorted(by_frame):
+                stop_point("benchmark-metrics")
                 truth = FrameGroundTruth.of(frames.label(index), flt)
                 for i, path in by_frame[index]:
                     pending[i][1].update(truth=truth, roi_scores16=BenchmarkEvaluator._read_roi(path, truth))

@@ -36,6 +36,7 @@ space (:meth:`Float16Encoder.decode` maps one back to the raw score).
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import warnings
@@ -191,16 +192,21 @@ def submission_path(root: str | os.PathLike, method: str, dataset: str, fid: str
 
 
 def write_score_map(path: str | os.PathLike, value16: np.ndarray, compress: bool = True) -> Path:
-    """Write one float16 map as HDF5 dataset ``value``, atomically."""
+    """Write one float16 map as HDF5 dataset ``value``, atomically.
+
+    The file is built in memory and written by Python: HDF5's own writer crashes the process (segmentation
+    fault) when the disk fills up mid-write, Python's raises an OSError that becomes one line naming the file."""
     import h5py
 
     if value16.dtype != np.float16 or value16.ndim != 2:
         raise ValueError(f"expected a (H,W) float16 map, got {value16.dtype} {value16.shape}")
     path = Path(path)
     options = {"compression": "gzip", "compression_opts": 1, "shuffle": True} if compress else {}
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
+        f.create_dataset("value", data=value16, **options)
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("value", data=value16, **options)
+        tmp.write_bytes(image.getbuffer())
     return path
 
 

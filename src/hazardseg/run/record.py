@@ -55,6 +55,8 @@ def recording(run: Run) -> Iterator[dict[str, Any]]:
             say(f"[hazardseg] W&B run logged offline; to upload it: {command}")
         if not failed and launch_rank() == 0:  # DDP ranks > 0 share rank 0's run folder
             write_results(Path(cfg.paths.output_dir), results)
+        elif failed:  # what was computed before the failure, for write_failure's results.json
+            _partial.update(run_dir=str(cfg.paths.output_dir), results=results)
 
 
 def write_results(run_dir: Path, results: dict[str, Any]) -> None:
@@ -70,13 +72,20 @@ def write_results(run_dir: Path, results: dict[str, Any]) -> None:
         atomic_write_text(run_dir / "scorers.csv", buffer.getvalue())
 
 
+_partial: dict[str, Any] = {}  # the results of the run that just failed (set by recording, read by write_failure)
+
+
 def write_failure(cfg: DictConfig, message: str, status: str, code: int) -> None:
-    """results.json of a run that failed (``status="failed"``) or was interrupted, with its error and exit code."""
+    """results.json of a run that failed (``status="failed"``) or was interrupted, with its error and exit code,
+    and what the run had computed before (e.g. the training's results when its test failed)."""
+    partial_dir, partial = _partial.pop("run_dir", None), _partial.pop("results", None) or {}
     if launch_rank() != 0:
         return
     try:
         out = Path(cfg.paths.output_dir)
-        atomic_write_json(out / "results.json", {"status": status, "error": message, "exit_code": code, "task": cfg.get("task_name")})
+        kept = {k: v for k, v in partial.items() if k not in ("status", "curves")} if partial_dir == str(cfg.paths.output_dir) else {}
+        atomic_write_json(out / "results.json", {**kept, "status": status, "error": message, "exit_code": code,
+                                                 "task": cfg.get("task_name")})
     except Exception as err:  # config too broken to know the run dir, or the run dir is not writable
         print(f"[hazardseg] could not write results.json ({type(err).__name__}: {err})", file=sys.stderr, flush=True)
 
