@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY_DATA
+from conftest import TINY_DATA, TINY_TRAIN
 from hazardseg.losses import OUTLIER_LABEL, CompositeLoss, CrossEntropy
 from hazardseg.losses.base import IGNORE_LABEL
 from hazardseg.losses.densehybrid import DatasetPosterior, OutlierLogLikelihood
@@ -229,6 +229,35 @@ def test_loss_option_alone_switches_on_pasting_and_its_scorer(make_cfg, method):
     assert cfg.data.outliers.enabled is True and METHODS[method] in cfg.scorer and "msp" in cfg.scorer
     assert instantiate(cfg.loss, key="loss").uses_outliers
     assert make_cfg(["loss=ce"], run="ce").data.outliers.enabled is False
+
+
+def test_outlier_method_whose_cutouts_never_label_a_pixel_stops_after_the_first_batches(make_cfg, tmp_path):
+    # Cut-outs at alpha 100/255: pasted (the image changes) but below the labelling threshold (0.5), so no pixel
+    # is ever an outlier. The config looks fine; the training sees it within a few batches and stops in one line.
+    import numpy as np
+    from PIL import Image
+
+    from hazardseg.errors import ConfigError
+    from hazardseg.pipeline import train
+
+    folder = tmp_path / "faint"
+    folder.mkdir()
+    for i in range(2):
+        rgba = np.full((12, 12, 4), 200, np.uint8)
+        rgba[..., 3] = 100
+        Image.fromarray(rgba, "RGBA").save(folder / f"{i}.png")
+    cfg = make_cfg([*TINY_DATA, *TINY_TRAIN, "loss=meta_ood", "data/outliers=folder", "data.outliers.enabled=true",
+                    f"data.outliers.root={folder}", "data.outliers.probability=1.0", "trainer.max_epochs=3", "scorer=msp"])
+    with pytest.raises(ConfigError) as err:
+        train(cfg)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("data.outliers: no pasted outlier pixel in 1 training batch(es)")
+    assert "loss.terms.outlier_entropy learns from them" in msg and "alpha must reach the labelling threshold" in msg
+    # the same folder with opaque cut-outs trains
+    for i in range(2):
+        Image.fromarray(np.full((12, 12, 4), 255, np.uint8), "RGBA").save(folder / f"{i}.png")
+    assert train(make_cfg([*TINY_DATA, *TINY_TRAIN, "loss=meta_ood", "data/outliers=folder", "data.outliers.enabled=true",
+                           f"data.outliers.root={folder}", "scorer=msp"], run="ok"))["status"] == "completed"
 
 
 def test_outlier_terms_without_pasting_are_a_one_line_error(make_cfg):

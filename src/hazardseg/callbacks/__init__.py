@@ -6,10 +6,11 @@ All are configured in ``conf/callbacks/*.yaml`` and built by :func:`hazardseg.in
 from hazardseg.callbacks.anomaly_evaluation import AnomalyEvaluation, scorer_rows
 from hazardseg.callbacks.benchmark_evaluation import BenchmarkEvaluation
 from hazardseg.callbacks.checkpointing import AtomicCheckpointIO, ModelCheckpoint, PreemptionCheckpoint, RNGStateCheckpoint
+from hazardseg.callbacks.outlier_watch import OutlierWatch
 from hazardseg.callbacks.panels import PredictionPanels
 from hazardseg.callbacks.progress import rich_progress_bar
 from hazardseg.callbacks.scorer_fitting import ScorerFitting, weights_fingerprint
 from hazardseg.callbacks.validation_anomaly import ValidationAnomaly
 
-__all__ = ["AnomalyEvaluation", "BenchmarkEvaluation", "AtomicCheckpointIO", "ModelCheckpoint", "PredictionPanels", "PreemptionCheckpoint", "RNGStateCheckpoint",
+__all__ = ["AnomalyEvaluation", "BenchmarkEvaluation", "AtomicCheckpointIO", "ModelCheckpoint", "OutlierWatch", "PredictionPanels", "PreemptionCheckpoint", "RNGStateCheckpoint",
            "ScorerFitting", "ValidationAnomaly", "rich_progress_bar", "scorer_rows", "weights_fingerprint"]
