@@ -78,7 +78,12 @@ def test_ray_joblib_and_optuna_presets_compose():
     plugin("hydra_plugins.hydra_ray_launcher", "hydra-ray-launcher")
     assert hydra_cfg(["hydra/launcher=joblib"]).hydra.launcher.n_jobs == 2
     ray = hydra_cfg(["hydra/launcher=ray"]).hydra.launcher
-    assert ray._target_.endswith("RayLauncher") and ray.ray.remote.num_gpus == 1 and ray.ray.init.address is None
+    # a job asks for what its trainer uses: no GPU with trainer=cpu (the preset used to ask 1 GPU + 4 CPUs and
+    # hang on a machine without a GPU), the trainer's devices with trainer=gpu
+    assert ray._target_.endswith("RayLauncher") and ray.ray.remote.num_gpus == 0 and ray.ray.init.address is None
+    assert 1 <= ray.ray.remote.num_cpus <= os.cpu_count()
+    gpu = hydra_cfg(["hydra/launcher=ray", "trainer=gpu", "trainer.devices=2", "data.num_workers=0"]).hydra.launcher
+    assert (gpu.ray.remote.num_gpus, gpu.ray.remote.num_cpus) == (2, 1)
     hpo = hydra_cfg(["hydra/sweeper=hpo", "+hparams_search=loss_weights", "loss=ce+aux"]).hydra.sweeper
     assert hpo._target_.endswith("OptunaSweeper") and hpo.direction == "maximize" and hpo.sampler._target_.endswith("TPESampler")
     assert set(hpo.params) == {"optim.optimizer.lr", "loss.terms.aux.weight"}
@@ -190,6 +195,57 @@ def test_ray_sweep_runs_jobs_in_parallel(tmp_path):
     spans = [(time.mktime(time.strptime(j["started_at"], "%Y-%m-%dT%H:%M:%S")), j["wall_time_s"]) for j in jobs]
     (s0, w0), (s1, w1) = spans
     assert s0 < s1 + w1 + 1 and s1 < s0 + w0 + 1  # the two jobs overlapped in time
+
+
+def test_ray_request_no_node_can_meet_is_one_line_before_the_sweep(tmp_path):
+    plugin("ray", "ray")
+    plugin("hydra_plugins.hydra_ray_launcher", "hydra-ray-launcher")
+    args = ["hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2", "+hydra.launcher.ray.init.include_dashboard=false",
+            "hydra.launcher.ray.remote.num_gpus=1", "scorer=msp,maxlogit", *TINY_DEFAULT_WORKERS, *TINY_RUN]
+    proc, sweep_dir = sweep(args, tmp_path, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: hydra.launcher.ray.remote asks 1 CPU, 1 GPU per job, but no node") or \
+        last.startswith("error: hydra.launcher.ray.remote asks 2 CPU, 1 GPU per job, but no node"), proc.stderr[-3000:]
+    assert "at most" in last and "0 GPU" in last and not [p for p in sweep_dir.glob("[0-9]*")]  # no job started
+
+
+def test_unfit_request_reads_every_node():
+    from hazardseg.launchers import job_cpus, job_gpus, unfit_request
+
+    nodes = [{"Alive": True, "Resources": {"CPU": 8.0}}, {"Alive": True, "Resources": {"CPU": 4.0, "GPU": 2.0}},
+             {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]
+    assert unfit_request({"num_cpus": 4, "num_gpus": 2}, nodes) is None  # the second node fits
+    assert unfit_request({"num_cpus": 8, "num_gpus": 0}, nodes) is None
+    assert "at most 8 CPU, 2 GPU" in unfit_request({"num_cpus": 6, "num_gpus": 1}, nodes)  # no one node has both
+    assert "1 custom" in unfit_request({"num_cpus": 1, "resources": {"custom": 1}}, nodes)  # dead nodes don't count
+    assert (job_gpus("cpu", 4), job_gpus("gpu", 2), job_gpus("gpu", [0, 1, 2]), job_cpus(0)) == (0, 2, 3, 1)
+
+
+def _failing_optuna(tmp_path, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
+    plugin("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper")
+    return sweep(["hydra/sweeper=hpo", "data=streethazards", f"data.root={tmp_path / 'missing'}", "logger=none", *extra], tmp_path)
+
+
+def test_optuna_trial_that_fails_is_a_failed_trial_and_max_failure_rate_stops_the_search(tmp_path):
+    # A failed job used to be "Return value must be float-castable", max_failure_rate ignored, every trial run,
+    # then "ValueError: No trials are completed yet" with a traceback.
+    proc, sweep_dir = _failing_optuna(tmp_path, "hydra.sweeper.n_trials=4", "hydra.sweeper.max_failure_rate=0.0")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: Optuna stopped: 1 of the 1 trial(s) of its last batch failed, more than "
+                                "hydra.sweeper.max_failure_rate=0.0"), lines[-1]
+    assert any(line.startswith("[hazardseg] job 0 (optim.optimizer.lr=") and "folder not found" in line for line in lines)
+    assert [p.name for p in sweep_dir.glob("[0-9]*")] == ["0"]  # the search stopped after the first batch
+    assert (sweep_dir / "sweep_report.md").is_file()
+
+
+def test_optuna_sweep_without_a_completed_trial_is_one_line(tmp_path):
+    proc, sweep_dir = _failing_optuna(tmp_path, "hydra.sweeper.n_trials=2", "hydra.sweeper.max_failure_rate=1.0")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: Optuna: no trial completed, so there is no best value")
+    assert sorted(p.name for p in sweep_dir.glob("[0-9]*")) == ["0", "1"]  # max_failure_rate=1: every trial ran
+    assert "Failed experiment: job 1 (" in proc.stdout + proc.stderr  # Optuna recorded them as failed trials
 
 
 @pytest.mark.slow
