@@ -186,3 +186,16 @@ def test_command_lines_hydra_would_end_in_a_traceback_are_one_line(tmp_path, scr
     error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and expected in error_lines[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_a_preset_whose_plugin_is_missing_is_one_line(monkeypatch, capsys):
+    # Hydra composes the preset, then stops with a traceback ("Unknown plugin class"): refused before it starts.
+    from hazardseg import cli
+
+    monkeypatch.setitem(cli.PLUGIN_PRESETS, "hydra/launcher=ray", ("hydra_plugins.not_installed_launcher", "pip install x"))
+    with pytest.raises(SystemExit) as exit_:
+        cli.refuse_missing_plugins(["train.py", "-m", "hydra/launcher=ray", "scorer=msp"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == ("error: hydra/launcher=ray needs the not_installed_launcher plugin, which is "
+                                               "not installed. Fix: pip install x")
+    cli.refuse_missing_plugins(["train.py", "-m", "hydra/launcher=joblib", "hydra/sweeper=hpo"])  # installed: no error

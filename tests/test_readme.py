@@ -38,6 +38,7 @@ NOT_RUNNABLE = {
     "pytest": "runs the test suite itself (from inside a test it would recurse)",
     "python -m hazardseg.data.coco_outliers": "needs a COCO download; runs on a generated COCO-format set in test_outliers.py",
     "python -m hazardseg.report": "needs a finished multirun folder; runs on one in test_report.py",
+    "python tests/faults.py": "needs a trained checkpoint; the helper runs train.py / eval.py this way in test_faults.py",
     "python train.py -m hydra/launcher=slurm": "needs a SLURM cluster; the preset runs through submitit's local executor "
                                                "in test_launchers.py",
     "python train.py -m hydra/launcher=ray": "needs hydra-ray-launcher (installed apart, see README) and a Ray cluster; "

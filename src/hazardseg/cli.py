@@ -135,6 +135,28 @@ def refuse_null_groups(argv: list[str], conf_dir: Path) -> None:
             sys.exit(USER_ERROR)
 
 
+# The presets of optional Hydra plugins: the plugin's module and how to install it. Without it, Hydra stops with a
+# traceback ("Unknown plugin class") after composing the config.
+PLUGIN_PRESETS = {
+    "hydra/launcher=ray": ("hydra_plugins.hydra_ray_launcher", 'pip install -e ".[cluster]" && pip install --no-deps hydra-ray-launcher'),
+    "hydra/launcher=slurm": ("hydra_plugins.hydra_submitit_launcher", 'pip install -e ".[cluster]"'),
+    "hydra/launcher=joblib": ("hydra_plugins.hydra_joblib_launcher", 'pip install -e ".[cluster]"'),
+    "hydra/sweeper=hpo": ("hydra_plugins.hydra_optuna_sweeper", 'pip install -e ".[cluster]"'),
+}
+
+
+def refuse_missing_plugins(argv: list[str]) -> None:
+    """One line and exit 2 when the command line selects a launcher / sweeper preset whose plugin is not installed."""
+    import importlib.util
+
+    for arg in argv[1:]:
+        module, install = PLUGIN_PRESETS.get(arg.lstrip("+"), (None, None))
+        if module and importlib.util.find_spec(module) is None:
+            print(f"error: {arg.lstrip('+')} needs the {module.split('.')[-1]} plugin, which is not installed. Fix: {install}",
+                  file=sys.stderr, flush=True)
+            sys.exit(USER_ERROR)
+
+
 def refuse_unwritable_run_dir(argv: list[str]) -> None:
     """One line and exit 2 when the folder Hydra is about to create the run in cannot be written (a read-only disk,
     a path under /proc, ...): Hydra itself would stop with a traceback before the run starts."""
@@ -157,6 +179,7 @@ def refuse_unwritable_run_dir(argv: list[str]) -> None:
 def launch(main: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` function; after a multirun with failed jobs, exit with their status."""
     refuse_null_groups(sys.argv, Path(sys.argv[0]).resolve().parent / "conf")
+    refuse_missing_plugins(sys.argv)
     refuse_unwritable_run_dir(sys.argv)
     signals.install()  # SIGTERM honoured outside Lightning's loops too (fitting, benchmark metrics, reports)
     main()
