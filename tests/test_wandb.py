@@ -72,3 +72,29 @@ def test_preset_tags_survive_the_defaults_order(make_cfg):
     cfg = make_cfg(["experiment=streethazards_deeplabv3"])
     assert list(cfg.tags) == ["streethazards", "deeplabv3", "aux"]
     assert list(cfg.logger.wandb.tags) == list(cfg.tags)  # the W&B logger gets them (read back above)
+
+
+def test_sweep_report_figures_reach_wandb(tmp_path):
+    """The sweep report's PNGs and table go to W&B as one `sweep-report` run in the group of the sweep's jobs."""
+    from omegaconf import OmegaConf
+
+    from hazardseg.report import write_sweep_report
+    from hazardseg.sweep import send_to_wandb
+    from test_report import _completed, _job
+
+    sweep = tmp_path / "2026-01-01_00-00-00"
+    for i, loss in enumerate(["ce", "meta_ood"]):
+        _job(sweep, i, [f"loss={loss}", "scorer=msp,sml"], _completed({"msp": 0.2 + i / 10, "sml": 0.4}, 0.5 + i / 10, loss))
+        (sweep / str(i) / "pr_curves.json").write_text(json.dumps({s: {"recall": [0, 0.5, 1], "precision": [1, 0.5, 0.1],
+                                                                       "fpr": [0, 0.2, 1], "tpr": [0, 0.5, 1]} for s in ("msp", "sml")}))
+    written = write_sweep_report(sweep)
+    config = OmegaConf.create({"tags": ["ablation"], "logger": {"wandb": {
+        "_target_": "hazardseg.loggers.WandbLogger", "project": "hazardseg", "mode": "offline", "entity": None, "init_timeout": 60}}})
+    send_to_wandb(config, sweep, written)
+    inv = inventory(_offline_run(sweep))
+    assert inv["run"].job_type == "sweep-report" and inv["run"].run_group == sweep.name and list(inv["run"].tags) == ["ablation"]
+    for key in ("sweep/pr_curves", "sweep/tradeoff", "sweep/metrics"):
+        assert inv["summary"][(key, "_type")] == "image-file", key
+    assert inv["summary"][("sweep_report", "_type")] == "table-file"
+    images = [f for f in inv["files"] if f.startswith("media/images/sweep/")]
+    assert len(images) == 3

@@ -114,6 +114,15 @@ class WandbLogger(_LightningWandbLogger):
         ]
         self.experiment.log({key: images})
 
+    def log_figures(self, figures: dict[str, Path], table: tuple[list[str], list[list[Any]]] | None = None) -> None:
+        """PNG files as images under their keys (the sweep report's figures), and optionally a table."""
+        import wandb
+
+        payload: dict[str, Any] = {key: wandb.Image(str(path)) for key, path in figures.items()}
+        if table is not None:
+            payload["sweep_report"] = wandb.Table(columns=table[0], data=table[1])
+        self.experiment.log(payload)
+
     def run_ref(self) -> dict[str, str] | None:
         """Identity of this W&B run (stored in checkpoints so that eval runs can point to it)."""
         if self._experiment is None or not getattr(self._experiment, "id", None):

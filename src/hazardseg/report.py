@@ -27,6 +27,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
+from hazardseg import figures
 from hazardseg.console import render_table, say
 from hazardseg.io import atomic_path, atomic_write_text, job_overrides
 from hazardseg.metrics.names import ANOMALY, BENCHMARK, BENCHMARK_THRESHOLDS, ERROR_BOUND, higher_is_better
@@ -269,28 +270,17 @@ def plot_sweep(sweep_dir: Path, rows: list[dict], columns: list[str], names: dic
         axes[0][0].invert_yaxis()  # first job on top (axes share y: invert once)
         _tight(fig)
         written["png_metrics"] = _save(fig, sweep_dir / "sweep_metrics.png")
-    curves = [(label, r) for label, r in zip(labels, done) if r.get("scorer")]
-    loaded = [(label, _curve(Path(r["run_dir"]), r["scorer"])) for label, r in curves]
-    loaded = [(label, c) for label, c in loaded if c is not None]
+    # panels per swept key (e.g. the method), scorers as colours: legible from 2x2 to 100 jobs (hazardseg.figures)
+    keys = [c for c in varying(rows, columns) if c.startswith("override:") and names.get(c, c).removeprefix("override:") != "scorer"]
+    keys += ["dataset"] if len({r.get("dataset") for r in done}) > 1 else []
+    group, series = figures.split(done, keys, names)
+    loaded = [(r, _curve(Path(r["run_dir"]), r["scorer"])) for r in done if r.get("scorer")]
+    loaded = [(r, c) for r, c in loaded if c is not None]
     if loaded:
-        fig, ax = plt.subplots(figsize=(6.5, 4.5))
-        for label, curve in loaded:
-            ax.plot(curve["recall"], curve["precision"], label=label, linewidth=1.2)
-        ax.set(xlabel="recall (anomaly pixels)", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="PR curves (test)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper right")
-        _tight(fig)
-        written["png_pr_curves"] = _save(fig, sweep_dir / "sweep_pr_curves.png")
-    points = [(label, r["miou"], r["aupr"]) for label, r in zip(labels, done) if r.get("miou") is not None and r.get("aupr") is not None]
+        written["png_pr_curves"] = _save(figures.pr_small_multiples(loaded, group, series), sweep_dir / "sweep_pr_curves.png")
+    points = [r for r in done if r.get("miou") is not None and r.get("aupr") is not None]
     if points:
-        fig, ax = plt.subplots(figsize=(6.5, 4.5))
-        for label, miou, aupr in points:
-            ax.scatter(100 * miou, 100 * aupr, s=30)
-            ax.annotate(label, (100 * miou, 100 * aupr), fontsize=7, xytext=(4, 2), textcoords="offset points")
-        ax.set(xlabel="test mIoU (%)", ylabel="AUPR (%)", title="anomaly detection vs segmentation quality")
-        ax.grid(alpha=0.3)
-        _tight(fig)
-        written["png_tradeoff"] = _save(fig, sweep_dir / "sweep_tradeoff.png")
+        written["png_tradeoff"] = _save(figures.tradeoff(points, group, series), sweep_dir / "sweep_tradeoff.png")
     return written
 
 
@@ -332,7 +322,7 @@ def _save(fig, path: Path) -> Path:
 
     stop_point("report")
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")  # legends outside the axes stay in the image
     plt.close(fig)
     return path
 
