@@ -63,6 +63,7 @@ DEFAULT_SUITE = (
     "python train.py data=streethazards data.root=/path/to/that/folder",
     "python eval.py ckpt_path=outputs/models/<hash>/checkpoints/best.ckpt data.root=/data/StreetHazards",
     "python eval.py ckpt_path=... trainer=gpu",
+    "python predict.py ckpt_path=outputs/models/<hash>/checkpoints/best.ckpt input=path/to/images",
 )
 
 
@@ -89,7 +90,22 @@ def workspace(tmp_path_factory) -> dict:
                                    cwd / "outputs" / "train" / "runs" / "fixture", cwd / "outputs" / "models"))
     data = generate_streethazards(tmp_path_factory.mktemp("standin") / "StreetHazards", **TINY_GENERATOR)
     return {"cwd": cwd, "checkpoint": results["checkpoint"], "hash": results["train_hash"], "data": data,
-            "weights": tmp_path_factory.mktemp("weights"), "benchmarks": benchmark_roots(tmp_path_factory.mktemp("benchmarks"))}
+            "weights": tmp_path_factory.mktemp("weights"), "benchmarks": benchmark_roots(tmp_path_factory.mktemp("benchmarks")),
+            "frames": _frames(tmp_path_factory.mktemp("frames"))}
+
+
+def _frames(folder: Path) -> dict[str, Path]:
+    """Stand-ins for a user's images (a folder of two) and dash-cam video (8 frames) for predict.py."""
+    import numpy as np
+    from PIL import Image
+
+    from test_predict import _video
+
+    images = folder / "images"
+    images.mkdir()
+    for i, size in enumerate([(72, 128), (90, 160)]):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (*size, 3), dtype=np.uint8)).save(images / f"{i}.jpg")
+    return {"images": images, "video": _video(folder / "dashcam.mp4")}
 
 
 def stand_in(command: str, ws: dict) -> list[str]:
@@ -97,7 +113,7 @@ def stand_in(command: str, ws: dict) -> list[str]:
     import torch
 
     args = shlex.split(command)
-    assert args[0] == "python" and args[1] in ("train.py", "eval.py"), f"README command not understood: {command}; " \
+    assert args[0] == "python" and args[1] in ("train.py", "eval.py", "predict.py"), f"README command not understood: {command}; " \
         f"make it runnable here or add it to NOT_RUNNABLE with the reason"
     script, overrides = args[1], args[2:]
     benchmark = next((a.partition("=")[2] for a in overrides if a.startswith("data=") and a[5:] in BENCHMARK_ENV), None)
@@ -112,6 +128,10 @@ def stand_in(command: str, ws: dict) -> list[str]:
             value = str(ws["data"])
         elif key == "trainer" and value == "gpu" and not torch.cuda.is_available():
             value = "cpu"
+        elif key == "input":  # a user's images / video / glob
+            frames = ws["frames"]
+            value = str(frames["video"] if value.endswith(".mp4") else
+                        frames["images"] / value.rpartition("/")[2] if "*" in value else frames["images"])
         out.append(f"{key}={value}" if sep else arg)
     out += ["logger=none", "trainer.enable_progress_bar=false"]
     if script == "train.py":
@@ -122,6 +142,8 @@ def stand_in(command: str, ws: dict) -> list[str]:
             out.append(f"data.root={ws['data']}")
         if cfg.model.get("encoder_weights") == "imagenet":  # no network here: the same encoder's weights from a file
             out.append(f"model.encoder_weights={_encoder_file(cfg.model.encoder_name, ws['weights'])}")
+    elif script == "predict.py":
+        out += ["predict.fit_batches=1", "predict.calibration_batches=1"]
     else:
         out += ["eval.fit_batches=1", "eval.panels=2"]
         if not torch.cuda.is_available() and any(a.startswith("eval_preset=") for a in overrides):
@@ -157,7 +179,7 @@ def test_every_readme_command_is_run_or_explained():
     assert any(c.startswith("python eval.py") and "data.root=" in c for c in commands)  # the one that failed as written
     assert not set(DEFAULT_SUITE) - set(commands), "DEFAULT_SUITE names commands the README no longer shows"
     for command in commands:
-        runnable = command.startswith(("python train.py", "python eval.py"))
+        runnable = command.startswith(("python train.py", "python eval.py", "python predict.py"))
         assert runnable or any(command.startswith(p) for p in NOT_RUNNABLE), f"{command}: runnable by this test or listed"
 
 

@@ -110,6 +110,14 @@ class Segmenter(L.LightningModule):
         for scorer in self.scorers.values():
             scorer.to(self.device).eval()
 
+    on_validation_start = on_predict_start = on_test_start  # scorers read in Trainer.validate (calibration), predict
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
+        """``predict.py``: class logits and every scorer's map at the network's input size (the writer brings them
+        to each frame's own size)."""
+        outputs = self(batch["image"])
+        return {"logits": outputs["logits"], "scores": {name: scorer(outputs) for name, scorer in self.scorers.items()}}
+
     def on_test_epoch_end(self) -> None:
         if self.test_metrics["iou"].update_called:
             self._log_segmentation(self.test_metrics, "test/")

@@ -8,6 +8,7 @@ build      :mod:`hazardseg.run.build`      config -> datamodule (+ its label spe
 check      :mod:`hazardseg.run.checks`     each component checked against its neighbours: one line now
 fit        :mod:`hazardseg.run.fit`        class weights; the model store trains, resumes or reuses
 test       :mod:`hazardseg.run.evaluation` ``Trainer.test``; evaluation callbacks return their results
+predict    :mod:`hazardseg.run.predict`    thresholds (calibrated or given); ``Trainer.predict`` on the user's frames
 record     :mod:`hazardseg.run.record`     the only writer of results.json (+ csv, curves, W&B summary)
 =========  ==============================  ===========================================================
 
@@ -22,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from hazardseg.run import build, checks, evaluation, fit, record
+from hazardseg.run import predict as predict_stage
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -40,4 +42,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run = build.eval_run(cfg)
     with record.recording(run) as results:
         results.update(evaluation.test(run))
+    return results
+
+
+def predict(cfg: DictConfig) -> dict[str, Any]:
+    """A checkpoint on the user's own images or video (``python predict.py ckpt_path=... input=...``)."""
+    run = build.eval_run(cfg, task="predict")
+    with record.recording(run) as results:
+        results.update(predict_stage.predict(run))
     return results

@@ -1,4 +1,5 @@
-"""Fit the statistics of scorers that need them (SML, Mahalanobis, ...) before the test loop.
+"""Fit the statistics of scorers that need them (SML, Mahalanobis, ...) before the test loop (and before
+``Trainer.validate``, where ``predict.py`` calibrates thresholds).
 
 Runs inside the Trainer (``on_test_start``), so the fitting pass uses the trainer's device, precision
 and DDP: each rank reads its shard of the training split and the scorer sums its accumulators over
@@ -32,6 +33,10 @@ class ScorerFitting(L.Callback):
     def __init__(self, fit_batches: int | None = None, cache_dir: str | None = None):
         self.fit_batches = fit_batches
         self.cache_dir = None if cache_dir in (None, "") else Path(cache_dir)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "validate":  # Trainer.validate (predict.py calibrates thresholds there), not training epochs
+            self.on_test_start(trainer, pl_module)
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pending = {name: s for name, s in pl_module.scorers.items() if s.requires_fit}

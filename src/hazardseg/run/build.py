@@ -59,9 +59,10 @@ def train_run(cfg: DictConfig) -> Run:
     return Run(cfg, datamodule, module, loggers, trainer, results, started, entry=entry)
 
 
-def eval_run(cfg: DictConfig) -> Run:
+def eval_run(cfg: DictConfig, task: str = "eval") -> Run:
+    """A run of a trained checkpoint (``eval.py``; ``predict.py`` with ``task="predict"``)."""
     started = time.time()
-    validate(cfg, "eval")
+    validate(cfg, task)
     L.seed_everything(cfg.seed, workers=True)
     ckpt = Path(str(cfg.ckpt_path)).expanduser()
     meta = read_checkpoint_meta(ckpt)
@@ -76,7 +77,7 @@ def eval_run(cfg: DictConfig) -> Run:
     load_net_weights(module.net, ckpt)
     trained_choices = meta.get("choices") or {}
     choices = {**trained_choices, **hydra_choices()}  # the model's data/model/loss, this run's scorer (and test data)
-    results: dict[str, Any] = {"task": "eval", "checkpoint": str(ckpt), "train_hash": meta.get("train_hash"), "choices": choices,
+    results: dict[str, Any] = {"task": task, "checkpoint": str(ckpt), "train_hash": meta.get("train_hash"), "choices": choices,
                                "trained_in": meta.get("trained_in"), "train_data": trained_choices.get("data")}
     # The W&B run gets the model's training config too (same columns as training runs) and a link to its training run.
     params = {**plain(OmegaConf.merge(train_cfg, cfg)), "train_hash": meta.get("train_hash"), **_link(meta.get("trained_in")),

@@ -1,0 +1,70 @@
+"""Predict stage (``predict.py``): a trained model on the user's own images or video.
+
+1. thresholds: ``predict.threshold`` when given, else each scorer's calibrated threshold (the score that flags
+   ``predict.fpr`` of the known-class pixels of the model's validation split, :mod:`hazardseg.callbacks.
+   threshold_calibration`), from its cache or by one ``Trainer.validate`` pass (scorer statistics are fitted first);
+2. ``Trainer.predict`` streams the frames (:class:`hazardseg.data.frames.FrameSource`) through the network on the
+   trainer's device and precision; :class:`hazardseg.callbacks.PredictionWriter` writes each frame while the next
+   batch runs.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from hazardseg.callbacks.prediction_writer import PredictionWriter
+from hazardseg.callbacks.threshold_calibration import ThresholdCalibration
+from hazardseg.data.frames import FrameSource, collate_frames
+from hazardseg.errors import ConfigError
+from hazardseg.io import atomic_write_json
+from hazardseg.run.build import Run
+
+
+def predict(run: Run) -> dict[str, Any]:
+    cfg, trainer, module = run.cfg, run.trainer, run.module
+    opts = cfg.predict
+    size = None if opts.image_size is None else tuple(int(v) for v in opts.image_size)
+    source = FrameSource(cfg.input, size)  # a missing input is one line now, before calibration
+    writer = _callback(trainer, PredictionWriter, "callbacks.prediction_writer")
+    thresholds = _thresholds(run, opts)
+    writer.thresholds = {name: t["threshold"] for name, t in thresholds.items()}
+    writer.fps = source.fps
+    atomic_write_json(writer.out_dir / "thresholds.json", thresholds)
+    loader = DataLoader(source, batch_size=int(opts.batch_size), collate_fn=collate_frames, num_workers=0)
+    with warnings.catch_warnings():  # frames are read in this process: Lightning's worker caveat does not apply
+        warnings.filterwarnings("ignore", message=".*IterableDataset.*has `__len__` defined.*")
+        trainer.predict(module, dataloaders=loader, return_predictions=False)
+    return {"input": str(cfg.input), "thresholds": thresholds, "skipped_frames": dict(source.skipped),
+            "predictions": writer.results()}
+
+
+def _thresholds(run: Run, opts: DictConfig) -> dict[str, dict[str, Any]]:
+    given = opts.get("threshold")
+    scorers = list(run.module.scorers)
+    if given is not None:
+        values = OmegaConf.to_container(given) if OmegaConf.is_dict(given) else given
+        if isinstance(values, dict):
+            missing = [s for s in scorers if s not in values]
+            if missing:
+                raise ConfigError(f"predict.threshold has no value for scorer(s) {missing}. Fix: predict.threshold={{{scorers[0]}: <value>, ...}} "
+                                  f"for every scorer, or drop it to calibrate")
+            return {s: {"threshold": float(values[s]), "source": "predict.threshold"} for s in scorers}
+        if len(scorers) > 1:
+            raise ConfigError(f"predict.threshold={given}: one value for {len(scorers)} scorers {scorers}, whose scores are on "
+                              f"different scales. Fix: predict.threshold={{{scorers[0]}: <value>, ...}}, or drop it to calibrate")
+        return {scorers[0]: {"threshold": float(given), "source": "predict.threshold"}}
+    calibration = _callback(run.trainer, ThresholdCalibration, "callbacks.threshold_calibration")
+    if not calibration.cached(run.module, run.datamodule):
+        run.trainer.validate(run.module, datamodule=run.datamodule, verbose=False)
+    return {name: {**calibration.found[name], "source": "calibrated on the validation split"} for name in scorers}
+
+
+def _callback(trainer, kind: type, key: str):
+    found = [c for c in trainer.callbacks if isinstance(c, kind)]
+    if not found:
+        raise ConfigError(f"{key} is missing: predict.py needs it (conf/callbacks/predict.yaml)")
+    return found[0]
