@@ -5,8 +5,8 @@
 * ``--file-size-limit``: no file may grow past BYTES (``RLIMIT_FSIZE``, with ``SIGXFSZ`` ignored so that the
   write fails with ``EFBIG`` instead of killing the process): what a full disk does to the first large write
   (a checkpoint, a submission file) while small files (configs, logs) still fit.
-* ``--signal-at STAGE``: SIGTERM sent to the process the first time it reaches ``STAGE`` (one of
-  ``hazardseg.signals.STAGES``, through ``hazardseg.signals.stop_point``), as SLURM would send it there.
+* ``--signal-at STAGE``: SIGTERM (``--signal INT``: Ctrl-C's SIGINT) sent to the process the first time it reaches
+  ``STAGE`` (one of ``hazardseg.signals.STAGES``, through ``hazardseg.signals.stop_point``), as SLURM would send it.
 
 SCRIPT runs as ``__main__`` in this process (``train.py``, ``eval.py``), so the exit status, the terminal output
 and the files are the user's. In-process tests use :func:`signal_at` and :func:`file_size_limit` directly.
@@ -74,7 +74,8 @@ def _patch_importers(reached) -> list:
     import importlib
 
     patched = []
-    for name in ("hazardseg.callbacks.scorer_fitting", "hazardseg.metrics.benchmark", "hazardseg.report"):
+    for name in ("hazardseg.callbacks.scorer_fitting", "hazardseg.metrics.benchmark", "hazardseg.report",
+                 "hazardseg.callbacks.prediction_writer"):
         module = importlib.import_module(name)
         module.stop_point = reached
         patched.append(module)
@@ -85,6 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python tests/faults.py", description=__doc__.splitlines()[0])
     parser.add_argument("--file-size-limit", type=int, default=None)
     parser.add_argument("--signal-at", default=None)
+    parser.add_argument("--signal", default="TERM", choices=["TERM", "INT"], help="the signal --signal-at sends")
     parser.add_argument("script")
     parser.add_argument("args", nargs=argparse.REMAINDER)
     opts = parser.parse_args()
@@ -92,7 +94,7 @@ def main() -> None:
     sys.path[0] = os.path.dirname(os.path.abspath(opts.script))  # as `python SCRIPT` would (not tests/)
     with contextlib.ExitStack() as stack:
         if opts.signal_at:
-            stack.enter_context(signal_at(opts.signal_at))
+            stack.enter_context(signal_at(opts.signal_at, getattr(signal, f"SIG{opts.signal}")))
         if opts.file_size_limit is not None:
             stack.enter_context(file_size_limit(opts.file_size_limit))
         runpy.run_path(opts.script, run_name="__main__")

@@ -25,7 +25,7 @@ from typing import Iterator
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-STAGES = ("scorer-fitting", "benchmark-metrics", "submission-export", "report")
+STAGES = ("scorer-fitting", "benchmark-metrics", "submission-export", "report", "prediction-writing")
 _state = {"received": False}
 
 

@@ -25,8 +25,10 @@ from PIL import Image, ImageDraw
 
 from hazardseg.callbacks.base import EvaluationCallback
 from hazardseg.callbacks.benchmark_evaluation import Background
+from hazardseg.console import say
 from hazardseg.io import atomic_path, atomic_write_text
 from hazardseg.maps import resize
+from hazardseg.signals import stop_point
 from hazardseg.visualize import CONTOUR_RGB, _colourmap, _contour, _finite_range, _font, palette
 
 STRIP = 46  # pixels of the legend strip under each anomaly image: colour bar + range, then one line of legend
@@ -81,6 +83,7 @@ class PredictionWriter(EvaluationCallback):
 
     # ------------------------------------------------------------------ one frame
     def _write_frame(self, name: str, rgb: np.ndarray, logits: torch.Tensor, scores: dict[str, torch.Tensor]) -> None:
+        stop_point("prediction-writing")  # SIGTERM: stop between two frames, every written frame whole
         h, w = rgb.shape[:2]
         pred = argmax_classes(resize(logits, (h, w))).numpy().astype(np.uint8)
         segmentation = Image.fromarray(pred, "P")  # a palette PNG: the class ids, shown in their colours
@@ -146,6 +149,11 @@ class PredictionWriter(EvaluationCallback):
         self.summary = {"frames": self.frames, "out_dir": str(self.out_dir), "index": str(self.out_dir / "index.csv"),
                         "contact_sheets": {k: str(v) for k, v in sheets.items()},
                         "videos": {k: str(v.path) for k, v in self.videos.items()}, "interrupted": interrupted}
+        if interrupted:
+            last = self.rows[-1]["frame"] if self.rows else None
+            say(f"[hazardseg] predict stopped after {self.frames} frame(s)" + (f" (last: {last})" if last else "") +
+                f"; what was written is complete and readable: {self.out_dir / 'index.csv'}" +
+                (f", {', '.join(str(v.path) for v in self.videos.values())}" if self.videos else ""))
 
     def _contact_sheet(self, scorer: str, heap: list) -> Path:
         best = sorted(heap, key=lambda item: (-item[0], item[1]))
