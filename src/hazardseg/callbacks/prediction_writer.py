@@ -37,7 +37,6 @@ STRIP = 46  # pixels of the legend strip under each anomaly image: colour bar + 
 class PredictionWriter(EvaluationCallback):
     """Args:
         out_dir: the run folder's output folder.
-        thresholds: scorer -> threshold (``score >= threshold`` is flagged); set by the predict stage before predicting.
         save_scores: also write the float16 score maps.
         contact_sheet: frames in each scorer's contact sheet (0: none).
         background: write in a worker thread while the next batch is computed.
@@ -48,21 +47,21 @@ class PredictionWriter(EvaluationCallback):
     def __init__(self, out_dir: str, save_scores: bool = False, contact_sheet: int = 12, background: bool = True):
         self.out_dir = Path(out_dir)
         self.save_scores, self.contact_sheet, self.background = bool(save_scores), int(contact_sheet), bool(background)
-        self.thresholds: dict[str, float] = {}
-        self.class_names: list[str] = []
-        self.fps: Fraction | None = None
+        self.thresholds: dict[str, float] = {}  # scorer -> flagged when score >= it; set by the predict stage
+        self.fps: Fraction | None = None  # a video's frame rate (set by the predict stage): write an overlay video
         self.rows: list[dict[str, Any]] = []
         self.top: dict[str, list] = {}
         self.videos: dict[str, Any] = {}
         self.worker: Background | None = None
+        self.encoders: dict[str, Any] = {}
         self.frames = 0
         self.summary: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.rows, self.top, self.videos, self.frames = [], {name: [] for name in pl_module.scorers}, {}, 0
+        self.encoders: dict[str, Any] = {}
         self.colours = palette(pl_module.num_classes)
-        self.class_names = list(pl_module.class_names)
         self.worker = Background(depth=4 if self.background else 0)
 
     def on_predict_batch_end(self, trainer, pl_module, outputs: dict[str, Any], batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -109,8 +108,7 @@ class PredictionWriter(EvaluationCallback):
     def _save_scores(self, scorer: str, name: str, s: np.ndarray) -> None:
         from hazardseg.metrics.submission import Float16Encoder, write_score_map
 
-        encoders = self.__dict__.setdefault("_encoders", {})
-        encoder = encoders.setdefault(scorer, Float16Encoder())
+        encoder = self.encoders.setdefault(scorer, Float16Encoder())  # one float16 map per scorer, fitted on its first frame
         write_score_map(self.out_dir / "scores" / scorer / f"{name}.hdf5", encoder.encode(s))
 
     def _keep_top(self, scorer: str, share: float, name: str, picture: np.ndarray) -> None:
