@@ -129,7 +129,7 @@ class Rule:
 # that others interpolate (data.num_classes, trainer.max_epochs) come before the keys that read them.
 SCHEMA: tuple[Rule, ...] = (
     Rule("seed", integer(null=True, example=42)),
-    Rule("ckpt_path", text(null=True, example="outputs/models/<hash>/checkpoints/best.ckpt"), required_in=("eval", "predict"),
+    Rule("ckpt_path", text(null=True, example="outputs/models/<hash>/checkpoints/best.ckpt"), required_in=("eval", "predict", "export"),
          fix="ckpt_path=outputs/models/<hash>/checkpoints/best.ckpt (the 'checkpoint' in a training's results.json)"),
     Rule("input", text(example="path/to/images"), required_in=("predict",),
          fix="python predict.py ckpt_path=... input=<image | folder | 'dir/*.jpg' | video.mp4>"),
@@ -193,7 +193,7 @@ SCHEMA: tuple[Rule, ...] = (
     Rule("optim.scheduler.T_max", integer(lo=1, example=50)),
     Rule("scorer.*.temperature", number(gt=0, example=1.0)),
     Rule("paths.output_dir", FOLDER, fix="run from a writable folder or set hydra.run.dir=/a/writable/folder"),
-    Rule("paths.model_store", FOLDER, warn_in=("eval", "predict"),
+    Rule("paths.model_store", FOLDER, warn_in=("eval", "predict", "export"),
          fix="set paths.model_store=/a/writable/folder (or export HAZARDSEG_MODEL_STORE)"),
 )
 

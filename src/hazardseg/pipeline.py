@@ -9,6 +9,7 @@ check      :mod:`hazardseg.run.checks`     each component checked against its ne
 fit        :mod:`hazardseg.run.fit`        class weights; the model store trains, resumes or reuses
 test       :mod:`hazardseg.run.evaluation` ``Trainer.test``; evaluation callbacks return their results
 predict    :mod:`hazardseg.run.predict`    thresholds (calibrated or given); ``Trainer.predict`` on the user's frames
+export     :mod:`hazardseg.run.deploy`     one scorer's checked ONNX graph, its threshold in the metadata
 record     :mod:`hazardseg.run.record`     the only writer of results.json (+ csv, curves, W&B summary)
 =========  ==============================  ===========================================================
 
@@ -22,7 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from hazardseg.run import build, checks, evaluation, fit, record
+from hazardseg.run import build, checks, deploy, evaluation, fit, record
 from hazardseg.run import predict as predict_stage
 
 
@@ -50,4 +51,12 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     run = build.eval_run(cfg, task="predict")
     with record.recording(run) as results:
         results.update(predict_stage.predict(run))
+    return results
+
+
+def export(cfg: DictConfig) -> dict[str, Any]:
+    """A checkpoint and one scorer as a checked ONNX graph (``python export.py ckpt_path=... scorer=<name>``)."""
+    run = build.eval_run(cfg, task="export")
+    with record.recording(run) as results:
+        results.update(deploy.export(run))
     return results

@@ -33,6 +33,10 @@ class ScorerFitting(L.Callback):
     def __init__(self, fit_batches: int | None = None, cache_dir: str | None = None):
         self.fit_batches = fit_batches
         self.cache_dir = None if cache_dir in (None, "") else Path(cache_dir)
+        self.datamodule = None  # the model's data when the Trainer runs without one (predict.py's Trainer.predict)
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.on_test_start(trainer, pl_module)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "validate":  # Trainer.validate (predict.py calibrates thresholds there), not training epochs
@@ -43,7 +47,8 @@ class ScorerFitting(L.Callback):
         if not pending:
             return
         # the model's training data; another dataset (e.g. a test-only benchmark) may be the test data
-        datamodule = getattr(trainer.datamodule, "scorer_fit_data", None) or trainer.datamodule
+        source = trainer.datamodule or self.datamodule
+        datamodule = getattr(source, "scorer_fit_data", None) or source
         max_batches = int(trainer.fast_dev_run) if trainer.fast_dev_run else self.fit_batches  # a smoke run stays a smoke run
         common = {"weights": weights_fingerprint(pl_module.net), "data": datamodule.fingerprint("fit"), "batches": max_batches,
                   "batch_size": datamodule.batch_size, "precision": str(trainer.precision), "world_size": trainer.world_size}

@@ -25,13 +25,14 @@ class ThresholdCalibration(EvaluationCallback):
         fpr: share of known-class validation pixels the threshold flags (0.05: 5%).
         cache_dir: folder of cached thresholds (``None`` = no cache).
         batches: validation batches to calibrate on (``None`` = all).
+        fit_batches: training batches scorer statistics are fitted on (``ScorerFitting``'s), part of the cache key.
     """
 
     results_key = "thresholds"  # scorer -> {threshold, achieved_fpr, pixels, fpr, cached}
 
-    def __init__(self, fpr: float = 0.05, cache_dir: str | None = None, batches: int | None = None):
+    def __init__(self, fpr: float = 0.05, cache_dir: str | None = None, batches: int | None = None, fit_batches: int | None = None):
         ThresholdAtFPR(fpr)  # the one check of fpr
-        self.fpr, self.batches = float(fpr), batches
+        self.fpr, self.batches, self.fit_batches = float(fpr), batches, fit_batches
         self.cache_dir = None if cache_dir in (None, "") else Path(cache_dir)
         self.found: dict[str, dict[str, Any]] = {}
         self.pending: dict[str, ThresholdAtFPR] = {}
@@ -43,7 +44,10 @@ class ThresholdCalibration(EvaluationCallback):
         common = {"weights": weights_fingerprint(pl_module.net), "data": datamodule.fingerprint("validate"), "fpr": self.fpr,
                   "batches": self.batches}
         for name, scorer in pl_module.scorers.items():
-            path = None if self.cache_dir is None else self.cache_dir / f"{name}-{cache_key({**common, 'scorer': _identity(scorer)})}.json"
+            identity = {"scorer": getattr(scorer, "hparams", repr(scorer))}
+            if getattr(scorer, "requires_fit", False):  # its statistics: a function of the weights and of these
+                identity.update(fit_data=datamodule.fingerprint("fit"), fit_batches=self.fit_batches, version=scorer.fit_version)
+            path = None if self.cache_dir is None else self.cache_dir / f"{name}-{cache_key({**common, **identity})}.json"
             self.paths[name] = path
             hit = load_json(path) if path is not None else None
             if hit is not None:
@@ -53,6 +57,8 @@ class ThresholdCalibration(EvaluationCallback):
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn != "validate":  # epochs of a training: not ours
             return
+        for scorer in pl_module.scorers.values():
+            scorer.to(pl_module.device).eval()
         self.pending = {name: ThresholdAtFPR(self.fpr).to(pl_module.device) for name in pl_module.scorers if name not in self.found}
 
     def on_validation_batch_end(self, trainer, pl_module, outputs: dict[str, Any], batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -75,9 +81,3 @@ class ThresholdCalibration(EvaluationCallback):
 
     def results(self) -> dict[str, dict[str, Any]]:
         return self.found
-
-
-def _identity(scorer) -> Any:
-    """What a scorer's map depends on besides the network: its config, and fitted statistics (by content)."""
-    fitted = weights_fingerprint(scorer) if getattr(scorer, "requires_fit", False) else None
-    return {"scorer": getattr(scorer, "hparams", repr(scorer)), "statistics": fitted}

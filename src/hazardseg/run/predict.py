@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from hazardseg.callbacks.prediction_writer import PredictionWriter
+from hazardseg.callbacks.scorer_fitting import ScorerFitting
 from hazardseg.callbacks.threshold_calibration import ThresholdCalibration
 from hazardseg.data.frames import FrameSource, collate_frames
 from hazardseg.errors import ConfigError
@@ -29,10 +30,11 @@ def predict(run: Run) -> dict[str, Any]:
     opts = cfg.predict
     size = None if opts.image_size is None else tuple(int(v) for v in opts.image_size)
     source = FrameSource(cfg.input, size)  # a missing input is one line now, before calibration
-    writer = _callback(trainer, PredictionWriter, "callbacks.prediction_writer")
+    writer = callback(trainer, PredictionWriter, "callbacks.prediction_writer")
     thresholds = _thresholds(run, opts)
     writer.thresholds = {name: t["threshold"] for name, t in thresholds.items()}
     writer.fps = source.fps
+    callback(trainer, ScorerFitting, "callbacks.scorer_fitting").datamodule = run.datamodule  # Trainer.predict has none
     atomic_write_json(writer.out_dir / "thresholds.json", thresholds)
     loader = DataLoader(source, batch_size=int(opts.batch_size), collate_fn=collate_frames, num_workers=0)
     with warnings.catch_warnings():  # frames are read in this process: Lightning's worker caveat does not apply
@@ -45,7 +47,8 @@ def predict(run: Run) -> dict[str, Any]:
 def _thresholds(run: Run, opts: DictConfig) -> dict[str, dict[str, Any]]:
     given = opts.get("threshold")
     scorers = list(run.module.scorers)
-    if given is not None:
+    if given is None:
+        return calibrated(run)
         values = OmegaConf.to_container(given) if OmegaConf.is_dict(given) else given
         if isinstance(values, dict):
             missing = [s for s in scorers if s not in values]
@@ -57,13 +60,30 @@ def _thresholds(run: Run, opts: DictConfig) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"predict.threshold={given}: one value for {len(scorers)} scorers {scorers}, whose scores are on "
                               f"different scales. Fix: predict.threshold={{{scorers[0]}: <value>, ...}}, or drop it to calibrate")
         return {scorers[0]: {"threshold": float(given), "source": "predict.threshold"}}
-    calibration = _callback(run.trainer, ThresholdCalibration, "callbacks.threshold_calibration")
+
+
+def calibrated(run: Run) -> dict[str, dict[str, Any]]:
+    """Every scorer's threshold: from the cache, or by one ``Trainer.validate`` pass (which first fits the statistics
+    of scorers that need them)."""
+    calibration = callback(run.trainer, ThresholdCalibration, "callbacks.threshold_calibration")
     if not calibration.cached(run.module, run.datamodule):
         run.trainer.validate(run.module, datamodule=run.datamodule, verbose=False)
-    return {name: {**calibration.found[name], "source": "calibrated on the validation split"} for name in scorers}
+    return {name: {**calibration.found[name], "source": "calibrated on the validation split"} for name in run.module.scorers}
 
 
-def _callback(trainer, kind: type, key: str):
+def fit_statistics(run: Run) -> None:
+    """Statistics of the scorers that need them (SML, Mahalanobis) now, fitted or read from their cache by the
+    ``ScorerFitting`` callback before ``Trainer.validate`` (``export.py``; predict.py's ``Trainer.predict`` fits them
+    itself)."""
+    if _unfitted(run):
+        run.trainer.validate(run.module, datamodule=run.datamodule, verbose=False)
+
+
+def _unfitted(run: Run) -> list[str]:
+    return [name for name, scorer in run.module.scorers.items() if not getattr(scorer, "is_fitted", True)]
+
+
+def callback(trainer, kind: type, key: str):
     found = [c for c in trainer.callbacks if isinstance(c, kind)]
     if not found:
         raise ConfigError(f"{key} is missing: predict.py needs it (conf/callbacks/predict.yaml)")

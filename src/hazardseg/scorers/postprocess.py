@@ -30,11 +30,12 @@ def dilate_cross(x: Tensor) -> Tensor:
     """Grey dilation of (N,1,H,W) with the 3x3 cross (4-neighbourhood); outside pixels ignored."""
     p = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
     h, w = x.shape[-2:]
-    # pairwise maxima of the shifted views: no (5, N, 1, H, W) stack (5 full copies at 2048x1024)
+    # pairwise maxima of the shifted views: no (5, N, 1, H, W) stack (5 full copies at 2048x1024); no `out=`, which
+    # the ONNX exporter cannot translate (export.py)
     out = torch.maximum(p[..., :h, 1:w + 1], p[..., 2:, 1:w + 1])
-    out = torch.maximum(out, p[..., 1:h + 1, :w], out=out)
-    out = torch.maximum(out, p[..., 1:h + 1, 2:], out=out)
-    return torch.maximum(out, x, out=out)
+    out = torch.maximum(out, p[..., 1:h + 1, :w])
+    out = torch.maximum(out, p[..., 1:h + 1, 2:])
+    return torch.maximum(out, x)
 
 
 def erode_square(x: Tensor) -> Tensor:

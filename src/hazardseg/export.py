@@ -1,0 +1,137 @@
+"""Export for deployment: one ONNX graph from an RGB image to the segmentation and one post-hoc scorer's anomaly map.
+
+The graph takes ``image``: uint8 (N, 3, H, W) RGB, any batch, any height and width that are multiples of the
+network's stride (metadata ``size_multiple``, 32 for the SMP encoders: the padding that PyTorch does in Python is
+not part of a traced graph, so pad or resize frames before; ImageNet normalisation is inside), and
+returns ``segmentation`` (int64 (N, H, W), class ids) and ``anomaly`` (float32 (N, H, W), the scorer's map, higher =
+more anomalous; fitted statistics such as SML's are constants of the graph). Its metadata (``metadata_props``) hold
+``threshold`` (flagged when ``anomaly >= threshold``: the calibrated threshold of ``predict.py``, at ``fpr`` of the
+known-class validation pixels), ``fpr``, ``scorer``, ``class_names`` (JSON), ``train_hash`` and the input format.
+
+Every export is checked before it is written: onnxruntime runs the graph on two frames of different sizes and its
+outputs must match PyTorch's (segmentation identical, anomaly within 1e-4); a scorer or network the exporter
+cannot translate, or a graph that does not match, is a one-line error that says why.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hazardseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from hazardseg.errors import ConfigError
+from hazardseg.io import atomic_path
+
+EXPORT_EXTRA = 'pip install -e ".[export]"'
+TOLERANCE = 1e-4
+
+
+class DeploymentGraph(nn.Module):
+    """uint8 RGB image -> (segmentation, anomaly) of one network and one scorer."""
+
+    def __init__(self, net: nn.Module, scorer: nn.Module):
+        super().__init__()
+        self.net, self.scorer = net.eval(), scorer.eval()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = self.net((image.float() - self.mean) / self.std)
+        return outputs["logits"].argmax(1), self.scorer(outputs).float()
+
+
+def export_onnx(net: nn.Module, scorer: nn.Module, path: Path, metadata: dict[str, Any], opset: int = 17,
+                check_size: tuple[int, int] = (96, 160)) -> dict[str, Any]:
+    """Write the checked graph to ``path`` (atomically); returns what the check measured."""
+    onnx, ort = _libraries()
+    multiple = int(getattr(net, "pad_multiple", 32))
+    check_size = tuple(-(-v // multiple) * multiple for v in check_size)  # sizes the graph takes (no padding traced)
+    metadata = {**metadata, "size_multiple": multiple}
+    graph = DeploymentGraph(net, scorer).cpu().eval()
+    example = torch.randint(0, 256, (1, 3, *check_size), dtype=torch.uint8)
+    buffer = io.BytesIO()
+    try:
+        with torch.no_grad(), _quiet():
+            torch.onnx.export(graph, (example,), buffer, dynamo=False, opset_version=opset, input_names=["image"],
+                              output_names=["segmentation", "anomaly"],
+                              dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                                            "segmentation": {0: "batch", 1: "height", 2: "width"},
+                                            "anomaly": {0: "batch", 1: "height", 2: "width"}})
+    except Exception as err:  # an operation the exporter cannot translate
+        raise ConfigError(f"scorer={metadata['scorer']}: the ONNX exporter cannot translate this network + scorer "
+                          f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    model = onnx.load_from_string(buffer.getvalue())
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    data = model.SerializeToString()
+    check = compare(graph, ort.InferenceSession(data, providers=["CPUExecutionProvider"]), check_size, multiple)
+    if not check["segmentation_equal"] or check["anomaly_max_abs_diff"] > TOLERANCE:
+        raise ConfigError(f"scorer={metadata['scorer']}: the exported graph does not match PyTorch (segmentation equal: "
+                          f"{check['segmentation_equal']}, anomaly max |diff| {check['anomaly_max_abs_diff']:.2e} > {TOLERANCE:g})")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return check
+
+
+def compare(graph: nn.Module, session, size: tuple[int, int], multiple: int = 32, frames: list[np.ndarray] | None = None) -> dict[str, Any]:
+    """onnxruntime vs PyTorch on ``frames`` (uint8 HxWx3; default: random frames of two sizes, one a batch of 2)."""
+    if frames is None:
+        rng = np.random.default_rng(0)
+        batches = [rng.integers(0, 256, (1, 3, *size), dtype=np.uint8),
+                   rng.integers(0, 256, (2, 3, size[0] + multiple, size[1] + 2 * multiple), dtype=np.uint8)]
+    else:
+        batches = [np.ascontiguousarray(f.transpose(2, 0, 1)[None]) for f in frames]
+    equal, worst = True, 0.0
+    for batch in batches:
+        seg, anomaly = session.run(None, {"image": batch})
+        with torch.no_grad():
+            ref_seg, ref_anomaly = graph(torch.from_numpy(batch))
+        equal &= bool(np.array_equal(seg, ref_seg.numpy()))
+        finite = np.isfinite(ref_anomaly.numpy())
+        worst = max(worst, float(np.abs(anomaly[finite] - ref_anomaly.numpy()[finite]).max(initial=0.0)))
+        equal &= bool(np.array_equal(np.isfinite(anomaly), finite))
+    return {"segmentation_equal": equal, "anomaly_max_abs_diff": worst, "frames_checked": sum(len(b) for b in batches)}
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The graph's metadata, JSON values decoded."""
+    onnx, _ = _libraries()
+    out = {}
+    for entry in onnx.load(str(path), load_external_data=False).metadata_props:
+        try:
+            out[entry.key] = json.loads(entry.value)
+        except ValueError:
+            out[entry.key] = entry.value
+    return out
+
+
+def _libraries():
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        raise ConfigError(f"format=onnx needs onnx and onnxruntime. Fix: {EXPORT_EXTRA}") from None
+    return onnx, onnxruntime
+
+
+class _quiet:
+    """The TorchScript exporter's deprecation notice is not the user's business: the graph is checked anyway."""
+
+    def __enter__(self):
+        import warnings
+
+        self._context = warnings.catch_warnings()
+        self._context.__enter__()
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)  # TracerWarning and the shape-inference notes among them
+        return self
+
+    def __exit__(self, *exc):
+        return self._context.__exit__(*exc)

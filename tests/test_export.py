@@ -1,0 +1,67 @@
+"""export.py: one checked ONNX graph per (model, post-hoc scorer), statistics baked in, the calibrated threshold and
+class names in its metadata; onnxruntime matches PyTorch on genuine frames; what cannot be exported is one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SAMPLES, TINY_DATA, TINY_TRAIN
+from hazardseg.errors import ConfigError
+from hazardseg.pipeline import export, train
+
+ort = pytest.importorskip("onnxruntime", reason='pip install -e ".[export]"')
+FRAMES = [SAMPLES / "streethazards/test/images/test/t6/1028.png", SAMPLES / "smiyc/dataset_AnomalyTrack/images/carriage0002.jpg"]
+QUIET = ["trainer.enable_progress_bar=false", "predict.fit_batches=1"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> str:
+    from conftest import compose_config
+
+    root = tmp_path_factory.mktemp("export_model")
+    return train(compose_config("train", TINY_DATA + TINY_TRAIN + ["scorer=msp", "eval.panels=0"], root / "run", root / "models"))["checkpoint"]
+
+
+def _frames(multiple: int) -> list[np.ndarray]:
+    """The genuine frames (generated ones where the samples are absent), cropped to the graph's size multiple."""
+    rng = np.random.default_rng(0)
+    out = []
+    for path, size in zip(FRAMES, [(720, 1280), (480, 640)]):
+        rgb = np.asarray(Image.open(path).convert("RGB")) if path.is_file() else rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        h, w = (rgb.shape[0] // multiple) * multiple, (rgb.shape[1] // multiple) * multiple
+        out.append(np.ascontiguousarray(rgb[:h, :w]))
+    return out
+
+
+@pytest.mark.parametrize("scorer", ["msp", "sml"])
+def test_exported_graph_matches_pytorch_on_genuine_frames(checkpoint, make_cfg, scorer):
+    from hazardseg.export import DeploymentGraph, compare, read_metadata
+    from hazardseg.run.build import eval_run
+
+    cfg = make_cfg([f"ckpt_path={checkpoint}", f"scorer={scorer}", *QUIET], config_name="export")
+    results = export(cfg)
+    meta = read_metadata(results["onnx"])
+    assert meta["scorer"] == scorer and meta["threshold"] == results["threshold"]["threshold"]
+    assert meta["class_names"][7] == "road" and len(meta["class_names"]) == 13 and meta["fpr"] == 0.05
+    assert results["check"]["segmentation_equal"] and results["check"]["anomaly_max_abs_diff"] <= 1e-4
+    # independently: the graph on genuine frames (1280x720 and 640x480, cropped to the size multiple) vs PyTorch
+    run = eval_run(make_cfg([f"ckpt_path={checkpoint}", f"scorer={scorer}", *QUIET], config_name="export", run="ref"), task="export")
+    from hazardseg.run.predict import fit_statistics
+
+    fit_statistics(run)
+    graph = DeploymentGraph(run.module.net, run.module.scorers[scorer])
+    session = ort.InferenceSession(results["onnx"], providers=["CPUExecutionProvider"])
+    check = compare(graph, session, (0, 0), frames=_frames(meta["size_multiple"]))
+    assert check["segmentation_equal"] and check["anomaly_max_abs_diff"] <= 1e-4, check
+
+
+def test_what_cannot_be_exported_is_one_line(checkpoint, make_cfg):
+    cases = [(["scorer=[msp,sml]"], r"scorer=\['msp', 'sml'\]: export.py exports one scorer per graph"),
+             (["format=torchscript"], r"format=torchscript: the only export format is onnx"),
+             (["scorer=void"], r"scorer=void: it does not apply to this model")]
+    for i, (extra, message) in enumerate(cases):
+        with pytest.raises(ConfigError, match=message) as err:
+            export(make_cfg([f"ckpt_path={checkpoint}", *extra, *QUIET], config_name="export", run=f"bad{i}"))
+        assert "\n" not in str(err.value)
