@@ -49,17 +49,17 @@ def _thresholds(run: Run, opts: DictConfig) -> dict[str, dict[str, Any]]:
     scorers = list(run.module.scorers)
     if given is None:
         return calibrated(run)
-        values = OmegaConf.to_container(given) if OmegaConf.is_dict(given) else given
-        if isinstance(values, dict):
-            missing = [s for s in scorers if s not in values]
-            if missing:
-                raise ConfigError(f"predict.threshold has no value for scorer(s) {missing}. Fix: predict.threshold={{{scorers[0]}: <value>, ...}} "
-                                  f"for every scorer, or drop it to calibrate")
-            return {s: {"threshold": float(values[s]), "source": "predict.threshold"} for s in scorers}
-        if len(scorers) > 1:
-            raise ConfigError(f"predict.threshold={given}: one value for {len(scorers)} scorers {scorers}, whose scores are on "
-                              f"different scales. Fix: predict.threshold={{{scorers[0]}: <value>, ...}}, or drop it to calibrate")
-        return {scorers[0]: {"threshold": float(given), "source": "predict.threshold"}}
+    values = OmegaConf.to_container(given) if OmegaConf.is_dict(given) else given
+    if isinstance(values, dict):
+        missing = [s for s in scorers if s not in values]
+        if missing:
+            raise ConfigError(f"predict.threshold has no value for scorer(s) {missing}. Fix: predict.threshold={{{scorers[0]}: <value>, ...}} "
+                              f"for every scorer, or drop it to calibrate")
+        return {s: {"threshold": float(values[s]), "source": "predict.threshold"} for s in scorers}
+    if len(scorers) > 1:
+        raise ConfigError(f"predict.threshold={given}: one value for {len(scorers)} scorers {scorers}, whose scores are on "
+                          f"different scales. Fix: predict.threshold={{{scorers[0]}: <value>, ...}}, or drop it to calibrate")
+    return {scorers[0]: {"threshold": float(given), "source": "predict.threshold"}}
 
 
 def calibrated(run: Run) -> dict[str, dict[str, Any]]:
