@@ -167,3 +167,15 @@ def test_predict_command_as_typed(checkpoint, tmp_path):
     missing = subprocess.run([sys.executable, str(REPO / "predict.py"), f"ckpt_path={checkpoint}"], cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith("error: input is not set. Fix: python predict.py")
+
+
+def test_given_threshold_with_a_scorer_that_needs_statistics(checkpoint, make_cfg, tmp_path, capsys):
+    """No calibration pass: the statistics are fitted when predicting starts (Trainer.predict has no datamodule)."""
+    image = tmp_path / "frame.png"
+    Image.fromarray(np.full((72, 128, 3), 120, np.uint8)).save(image)
+    results = predict(make_cfg([f"ckpt_path={checkpoint}", f"input={image}", "scorer=sml", "predict.threshold={sml: 0.5}", *QUIET],
+                               config_name="predict"))
+    assert results["thresholds"] == {"sml": {"threshold": 0.5, "source": "predict.threshold"}}
+    assert "scorer 'sml': fitting statistics on the training split" in capsys.readouterr().out
+    rows = list(csv.DictReader((Path(results["predictions"]["out_dir"]) / "index.csv").open()))
+    assert [(r["frame"], r["scorer"], float(r["threshold"])) for r in rows] == [("frame", "sml", 0.5)]

@@ -113,7 +113,7 @@ def stand_in(command: str, ws: dict) -> list[str]:
     import torch
 
     args = shlex.split(command)
-    assert args[0] == "python" and args[1] in ("train.py", "eval.py", "predict.py"), f"README command not understood: {command}; " \
+    assert args[0] == "python" and args[1] in ("train.py", "eval.py", "predict.py", "export.py"), f"README command not understood: {command}; " \
         f"make it runnable here or add it to NOT_RUNNABLE with the reason"
     script, overrides = args[1], args[2:]
     benchmark = next((a.partition("=")[2] for a in overrides if a.startswith("data=") and a[5:] in BENCHMARK_ENV), None)
@@ -142,7 +142,7 @@ def stand_in(command: str, ws: dict) -> list[str]:
             out.append(f"data.root={ws['data']}")
         if cfg.model.get("encoder_weights") == "imagenet":  # no network here: the same encoder's weights from a file
             out.append(f"model.encoder_weights={_encoder_file(cfg.model.encoder_name, ws['weights'])}")
-    elif script == "predict.py":
+    elif script in ("predict.py", "export.py"):
         out += ["predict.fit_batches=1", "predict.calibration_batches=1"]
     else:
         out += ["eval.fit_batches=1", "eval.panels=2"]
@@ -179,7 +179,7 @@ def test_every_readme_command_is_run_or_explained():
     assert any(c.startswith("python eval.py") and "data.root=" in c for c in commands)  # the one that failed as written
     assert not set(DEFAULT_SUITE) - set(commands), "DEFAULT_SUITE names commands the README no longer shows"
     for command in commands:
-        runnable = command.startswith(("python train.py", "python eval.py", "python predict.py"))
+        runnable = command.startswith(("python train.py", "python eval.py", "python predict.py", "python export.py"))
         assert runnable or any(command.startswith(p) for p in NOT_RUNNABLE), f"{command}: runnable by this test or listed"
 
 
