@@ -65,3 +65,31 @@ def test_what_cannot_be_exported_is_one_line(checkpoint, make_cfg):
         with pytest.raises(ConfigError, match=message) as err:
             export(make_cfg([f"ckpt_path={checkpoint}", *extra, *QUIET], config_name="export", run=f"bad{i}"))
         assert "\n" not in str(err.value)
+
+
+def test_predict_with_the_exported_graph_matches_the_checkpoint(checkpoint, make_cfg, tmp_path):
+    """`predict.py backend=onnx model_path=...` writes what `predict.py ckpt_path=...` writes, at the graph's threshold."""
+    import csv
+    from pathlib import Path
+
+    from hazardseg.pipeline import predict
+    from test_predict import _video
+
+    video = _video(tmp_path / "clip.mp4", frames=4, size=(144, 256))
+    graph = export(make_cfg([f"ckpt_path={checkpoint}", "scorer=sml", *QUIET], config_name="export", run="graph"))["onnx"]
+    onnx_run = predict(make_cfg(["backend=onnx", f"model_path={graph}", f"input={video}", "trainer.enable_progress_bar=false"],
+                                config_name="predict", run="onnx"))
+    threshold = onnx_run["thresholds"]["sml"]["threshold"]
+    torch_run = predict(make_cfg([f"ckpt_path={checkpoint}", f"input={video}", "scorer=sml", f"predict.threshold={threshold}", *QUIET],
+                                 config_name="predict", run="torch"))
+    assert onnx_run["status"] == torch_run["status"] == "completed" and onnx_run["predictions"]["frames"] == 4
+    out = {k: Path(r["predictions"]["out_dir"]) for k, r in (("onnx", onnx_run), ("torch", torch_run))}
+    rows = {k: list(csv.DictReader((o / "index.csv").open())) for k, o in out.items()}
+    for a, b in zip(rows["onnx"], rows["torch"]):
+        assert a["frame"] == b["frame"] and abs(float(a["flagged_share"]) - float(b["flagged_share"])) <= 1e-3
+        assert abs(float(a["max_score"]) - float(b["max_score"])) <= 1e-4
+        same = np.array_equal(np.asarray(Image.open(out["onnx"] / "segmentation" / f"{a['frame']}.png")),
+                              np.asarray(Image.open(out["torch"] / "segmentation" / f"{a['frame']}.png")))
+        assert same, a["frame"]
+    with pytest.raises(ConfigError, match="model_path is not set"):
+        predict(make_cfg(["backend=onnx", f"input={video}"], config_name="predict", run="nomodel"))

@@ -135,3 +135,40 @@ class _quiet:
 
     def __exit__(self, *exc):
         return self._context.__exit__(*exc)
+
+
+class OnnxSegmenter(torch.nn.Module):
+    """An exported graph run by onnxruntime, with the part of the Segmenter contract ``predict.py`` reads: ``scorers``
+    (the graph's one scorer), ``num_classes``, ``class_names``, and ``predict_step`` returning ``segmentation`` (class
+    ids) and ``scores`` at the input's size. Frames are padded (replicate) to the graph's size multiple and cropped back:
+    a scorer with spatial post-processing (SML's boundary suppression) then also sees the padded border, unlike the
+    checkpoint, which crops before scoring; with frame sizes that are multiples (or ``predict.image_size``) both agree."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        super().__init__()
+        _, ort = _libraries()
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"model_path={path}: file not found. Fix: the .onnx file written by export.py (its results.json 'onnx')")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:
+            raise ConfigError(f"model_path={path}: onnxruntime cannot load it ({type(err).__name__}: {str(err)[:160]})") from None
+        self.meta = read_metadata(path)
+        missing = {"scorer", "threshold", "class_names", "size_multiple"} - set(self.meta)
+        if missing:
+            raise ConfigError(f"model_path={path}: not a graph written by export.py (metadata lacks {sorted(missing)})")
+        self.scorers = {self.meta["scorer"]: None}
+        self.class_names = list(self.meta["class_names"])
+        self.num_classes = len(self.class_names)
+        self.multiple = int(self.meta["size_multiple"])
+
+    def forward(self, image: torch.Tensor) -> dict[str, Any]:
+        h, w = image.shape[-2:]
+        ph, pw = (-h) % self.multiple, (-w) % self.multiple
+        padded = torch.nn.functional.pad(image.float(), (0, pw, 0, ph), mode="replicate").to(torch.uint8) if ph or pw else image
+        seg, anomaly = self.session.run(None, {"image": np.ascontiguousarray(padded.numpy().astype(np.uint8))})
+        return {"segmentation": torch.from_numpy(seg[:, :h, :w]), "scores": {self.meta["scorer"]: torch.from_numpy(anomaly[:, :h, :w])}}

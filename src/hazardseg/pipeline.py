@@ -23,6 +23,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from hazardseg.errors import ConfigError
+
 from hazardseg.run import build, checks, deploy, evaluation, fit, record
 from hazardseg.run import predict as predict_stage
 
@@ -47,7 +49,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
-    """A checkpoint on the user's own images or video (``python predict.py ckpt_path=... input=...``)."""
+    """A checkpoint on the user's own images or video (``python predict.py ckpt_path=... input=...``), or an exported
+    graph (``backend=onnx model_path=...``)."""
+    if cfg.get("backend", "torch") == "onnx":
+        return record.plain_run(cfg, lambda: predict_stage.predict_onnx(cfg))
+    if cfg.get("backend", "torch") != "torch":
+        raise ConfigError(f"backend={cfg.backend}: expected torch (a checkpoint) or onnx (a graph from export.py)")
     run = build.eval_run(cfg, task="predict")
     with record.recording(run) as results:
         results.update(predict_stage.predict(run))

@@ -65,11 +65,12 @@ class PredictionWriter(EvaluationCallback):
         self.worker = Background(depth=4 if self.background else 0)
 
     def on_predict_batch_end(self, trainer, pl_module, outputs: dict[str, Any], batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        logits = outputs["logits"].detach().float().cpu()
+        # class logits (a PyTorch model) or class ids (an exported graph, predict.py backend=onnx)
+        classes = outputs["logits"].detach().float().cpu() if "logits" in outputs else outputs["segmentation"].detach().cpu()
         scores = {name: s.detach().float().cpu() for name, s in outputs["scores"].items()}
         for i, name in enumerate(batch["name"]):
             rgb = batch["rgb"][i].numpy()
-            self.worker.submit(self._write_frame, name, rgb, logits[i], {k: v[i] for k, v in scores.items()})
+            self.worker.submit(self._write_frame, name, rgb, classes[i], {k: v[i] for k, v in scores.items()})
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._finish()
@@ -81,10 +82,13 @@ class PredictionWriter(EvaluationCallback):
         return self.summary
 
     # ------------------------------------------------------------------ one frame
-    def _write_frame(self, name: str, rgb: np.ndarray, logits: torch.Tensor, scores: dict[str, torch.Tensor]) -> None:
+    def _write_frame(self, name: str, rgb: np.ndarray, classes: torch.Tensor, scores: dict[str, torch.Tensor]) -> None:
         stop_point("prediction-writing")  # SIGTERM: stop between two frames, every written frame whole
         h, w = rgb.shape[:2]
-        pred = argmax_classes(resize(logits, (h, w))).numpy().astype(np.uint8)
+        if classes.ndim == 3:  # (K, h, w) logits: upsampled, then the most likely class
+            pred = argmax_classes(resize(classes, (h, w))).numpy().astype(np.uint8)
+        else:  # (h, w) class ids: nearest
+            pred = torch.nn.functional.interpolate(classes[None, None].float(), size=(h, w), mode="nearest")[0, 0].numpy().astype(np.uint8)
         segmentation = Image.fromarray(pred, "P")  # a palette PNG: the class ids, shown in their colours
         segmentation.putpalette(self.colours[: 256].reshape(-1).tolist())
         _save_png(segmentation, self.out_dir / "segmentation" / f"{name}.png")

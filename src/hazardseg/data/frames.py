@@ -34,12 +34,14 @@ class FrameSource(IterableDataset):
     """Args:
         input: an image file, a folder (its images, sorted, recursively), a glob (``'dir/*.jpg'``), or a video file.
         image_size: [H, W] the network sees (None: each frame's own size).
+        normalize: float ImageNet-normalised network inputs (else uint8, for a graph that normalises itself).
     """
 
-    def __init__(self, input: str | Path, image_size: tuple[int, int] | None = None):
+    def __init__(self, input: str | Path, image_size: tuple[int, int] | None = None, normalize: bool = True):
         self.input = str(input)
         self.image_size = image_size
-        self.transform = build_benchmark_transform(image_size)
+        # normalize=False: uint8 network inputs (an exported graph normalises inside)
+        self.transform = build_benchmark_transform(image_size) if normalize else _resize_only(image_size)
         self.skipped: dict[str, str] = {}
         self.video: Path | None = None
         self.files: list[Path] = []
@@ -120,6 +122,14 @@ def collate_frames(samples: list[dict[str, Any]]) -> dict[str, Any]:
                         f"or predict.batch_size=1")
     return {"image": torch.stack([s["image"] for s in samples]), "rgb": [s["rgb"] for s in samples],
             "name": [s["name"] for s in samples], "index": [s["index"] for s in samples]}
+
+
+def _resize_only(image_size: tuple[int, int] | None):
+    from torchvision.transforms import v2
+
+    from hazardseg.data.anomaly_benchmarks.base import ImageOnly
+
+    return ImageOnly(v2.Resize(image_size, antialias=True) if image_size is not None else v2.Identity())
 
 
 def _open_video(path: Path):

@@ -88,3 +88,40 @@ def callback(trainer, kind: type, key: str):
     if not found:
         raise ConfigError(f"{key} is missing: predict.py needs it (conf/callbacks/predict.yaml)")
     return found[0]
+
+
+def predict_onnx(cfg: DictConfig) -> dict[str, Any]:
+    """``predict.py backend=onnx model_path=<graph>``: the same frames and outputs, the network and scorer run by
+    onnxruntime (:class:`hazardseg.export.OnnxSegmenter`); the threshold is the graph's own (its metadata) unless
+    ``predict.threshold`` is given. A plain loop: there is no LightningModule to train or fit here."""
+    import torch
+
+    from hazardseg.callbacks.prediction_writer import PredictionWriter as Writer
+    from hazardseg.export import OnnxSegmenter
+
+    opts = cfg.predict
+    if not cfg.get("model_path"):
+        raise ConfigError("model_path is not set. Fix: python predict.py backend=onnx model_path=<file written by export.py> input=...")
+    model = OnnxSegmenter(cfg.model_path, threads=torch.get_num_threads())
+    size = None if opts.image_size is None else tuple(int(v) for v in opts.image_size)
+    source = FrameSource(cfg.input, size, normalize=False)
+    name = model.meta["scorer"]
+    given = opts.get("threshold")
+    if given is not None and OmegaConf.is_dict(given):
+        given = given.get(name)
+    threshold = ({"threshold": float(given), "source": "predict.threshold"} if given is not None else
+                 {"threshold": float(model.meta["threshold"]), "fpr": model.meta.get("fpr"), "source": f"metadata of {cfg.model_path}"})
+    writer = Writer(cfg.paths.output_dir, save_scores=bool(opts.save_scores), contact_sheet=int(opts.contact_sheet))
+    writer.thresholds, writer.fps = {name: threshold["threshold"]}, source.fps
+    atomic_write_json(writer.out_dir / "thresholds.json", {name: threshold})
+    loader = DataLoader(source, batch_size=int(opts.batch_size), collate_fn=collate_frames, num_workers=0)
+    writer.on_predict_start(None, model)
+    try:
+        for index, batch in enumerate(loader):
+            writer.on_predict_batch_end(None, model, model(batch["image"]), batch, index)
+    except BaseException as err:
+        writer.on_exception(None, model, err)
+        raise
+    writer.on_predict_end(None, model)
+    return {"input": str(cfg.input), "backend": "onnx", "model_path": str(cfg.model_path), "thresholds": {name: threshold},
+            "skipped_frames": dict(source.skipped), "predictions": writer.results()}

@@ -59,6 +59,22 @@ def recording(run: Run) -> Iterator[dict[str, Any]]:
             _partial.update(run_dir=str(cfg.paths.output_dir), results=results)
 
 
+def plain_run(cfg: DictConfig, work) -> dict[str, Any]:
+    """A run without a Trainer or loggers (``predict.py backend=onnx``): ``work()``'s results in results.json, written
+    as a recorded run's are (failed / interrupted: by the entry point, with what was computed)."""
+    started = time.time()
+    results: dict[str, Any] = {"task": cfg.get("task_name"), "status": "running", "host": socket.gethostname(), "pid": os.getpid(),
+                               "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started))}
+    try:
+        results.update(work())
+    except BaseException:
+        _partial.update(run_dir=str(cfg.paths.output_dir), results=results)
+        raise
+    results.update(status="completed", wall_time_s=round(time.time() - started, 1), config=plain(cfg))
+    write_results(Path(cfg.paths.output_dir), results)
+    return results
+
+
 def write_results(run_dir: Path, results: dict[str, Any]) -> None:
     save_curves(run_dir, results.pop("curves", None) or {})  # pr_curves.json: for the sweep report's PR plot
     atomic_write_json(run_dir / "results.json", results)
