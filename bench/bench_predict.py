@@ -3,6 +3,7 @@ long video.
 
     python bench/bench_predict.py --ckpt outputs/models/<hash>/checkpoints/best.ckpt            # 1280x720 frames
     python bench/bench_predict.py --ckpt ... --video-frames 1000 --video-size 144x256            # memory over a video
+    python bench/bench_predict.py --ckpt ... --onnx --scorer sml                                  # exported graph vs PyTorch
 
 Throughput: N copies of the genuine StreetHazards test frame (1280x720; a generated frame of that size when the
 samples are absent) in a folder. "bare forward" = ``net(x)`` under ``no_grad`` on the already decoded, resized and
@@ -31,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO.parent / "shared" / "samples" / "streethazards" / "test" / "images" / "test" / "t6" / "1028.png"
 
 
-def config(ckpt: str, input_path: Path, out: Path, extra: list[str]):
+def config(ckpt: str, input_path: Path, out: Path, extra: list[str], name: str = "predict"):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -39,8 +40,8 @@ def config(ckpt: str, input_path: Path, out: Path, extra: list[str]):
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("predict", [f"ckpt_path={ckpt}", f"input={input_path}", "trainer.enable_progress_bar=false", *extra],
-                      return_hydra_config=True)
+        first = [f"ckpt_path={ckpt}", "trainer.enable_progress_bar=false"] + ([f"input={input_path}"] if name == "predict" else [])
+        cfg = compose(name, [*first, *extra], return_hydra_config=True)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
         cfg.paths.model_store = str(Path(ckpt).resolve().parents[2])
@@ -92,6 +93,48 @@ def throughput(args) -> None:
     print(f"| predict.py end to end | {ff:.2f} frames/s ({statistics.median(full):.2f} s) |")
     print(f"| ratio | {ff / fb:.2f} of the bare forward |")
     print(f"| calibration (once per checkpoint + scorer, then cached) | {calibration_s:.1f} s |")
+
+
+def onnx_vs_torch(args) -> None:
+    """The exported graph (onnxruntime) and the same graph in PyTorch on the same frames: frames/s, max |diff|."""
+    import onnxruntime as ort
+
+    from hazardseg.export import DeploymentGraph, compare, read_metadata
+    from hazardseg.pipeline import export
+    from hazardseg.run.build import eval_run
+    from hazardseg.run.predict import fit_statistics
+
+    work = Path(tempfile.mkdtemp(prefix="bench_onnx_"))
+    extra = [f"scorer={args.scorer}"]
+    path = export(config(args.ckpt, work, work / "export", extra, name="export"))["onnx"]
+    multiple = read_metadata(path)["size_multiple"]
+    frame = np.asarray(Image.open(SAMPLE).convert("RGB")) if SAMPLE.is_file() else \
+        np.random.default_rng(0).integers(0, 255, (720, 1280, 3), dtype=np.uint8)
+    frame = np.ascontiguousarray(frame[: frame.shape[0] // multiple * multiple, : frame.shape[1] // multiple * multiple])
+    run = eval_run(config(args.ckpt, work, work / "ref", extra, name="export"), task="export")
+    fit_statistics(run)
+    graph = DeploymentGraph(run.module.net, run.module.scorers[args.scorer]).eval()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    batch = np.ascontiguousarray(frame.transpose(2, 0, 1)[None])
+    times = {"onnxruntime": [], "pytorch": []}
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        for _ in range(args.frames):
+            session.run(None, {"image": batch})
+        times["onnxruntime"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for _ in range(args.frames):
+                graph(torch.from_numpy(batch))
+        times["pytorch"].append(time.perf_counter() - t0)
+    check = compare(graph, session, (0, 0), multiple, frames=[frame])
+    print(f"scorer {args.scorer}, frames {frame.shape[1]}x{frame.shape[0]}, {args.frames} frames x {args.repeats}, "
+          f"{torch.get_num_threads()} threads")
+    for name, values in times.items():
+        print(f"| {name} | {args.frames / statistics.median(values):.2f} frames/s |")
+    print(f"| max abs diff of the anomaly map | {check['anomaly_max_abs_diff']:.2e} (segmentation equal: {check['segmentation_equal']}) |")
 
 
 def memory(args) -> None:
@@ -152,8 +195,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--video-frames", type=int, default=0)
     parser.add_argument("--video-size", default="144x256")
+    parser.add_argument("--onnx", action="store_true", help="the exported graph (onnxruntime) vs PyTorch")
     args = parser.parse_args()
-    if args.video_frames:
+    if args.onnx:
+        onnx_vs_torch(args)
+    elif args.video_frames:
         memory(args)
     else:
         throughput(args)
