@@ -134,7 +134,9 @@ def onnx_vs_torch(args) -> None:
           f"{torch.get_num_threads()} threads")
     for name, values in times.items():
         print(f"| {name} | {args.frames / statistics.median(values):.2f} frames/s |")
-    print(f"| max abs diff of the anomaly map | {check['anomaly_max_abs_diff']:.2e} (segmentation equal: {check['segmentation_equal']}) |")
+    print(f"| segmentation pixels that differ | {check['segmentation_mismatch_share']:.2e} |")
+    print(f"| anomaly values within 1e-4 (relative above 1) | {check['anomaly_within_tolerance_share']:.6%} (max abs diff "
+          f"{check['anomaly_max_abs_diff']:.2e}) |")
 
 
 def memory(args) -> None:
