@@ -16,7 +16,6 @@ higher mIoU and a higher AUPR) labelled, so that 100 points stay readable.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Callable
 
 MARKERS = "os^Dv<>Ph*Xd"

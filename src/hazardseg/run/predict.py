@@ -96,7 +96,6 @@ def predict_onnx(cfg: DictConfig) -> dict[str, Any]:
     ``predict.threshold`` is given. A plain loop: there is no LightningModule to train or fit here."""
     import torch
 
-    from hazardseg.callbacks.prediction_writer import PredictionWriter as Writer
     from hazardseg.export import OnnxSegmenter
 
     opts = cfg.predict
@@ -111,7 +110,7 @@ def predict_onnx(cfg: DictConfig) -> dict[str, Any]:
         given = given.get(name)
     threshold = ({"threshold": float(given), "source": "predict.threshold"} if given is not None else
                  {"threshold": float(model.meta["threshold"]), "fpr": model.meta.get("fpr"), "source": f"metadata of {cfg.model_path}"})
-    writer = Writer(cfg.paths.output_dir, save_scores=bool(opts.save_scores), contact_sheet=int(opts.contact_sheet))
+    writer = PredictionWriter(cfg.paths.output_dir, save_scores=bool(opts.save_scores), contact_sheet=int(opts.contact_sheet))
     writer.thresholds, writer.fps = {name: threshold["threshold"]}, source.fps
     atomic_write_json(writer.out_dir / "thresholds.json", {name: threshold})
     loader = DataLoader(source, batch_size=int(opts.batch_size), collate_fn=collate_frames, num_workers=0)
