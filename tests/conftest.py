@@ -54,6 +54,16 @@ def compose_config(config_name: str, overrides: list[str], run_dir: Path, store:
     return cfg
 
 
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> str:
+    """A tiny model (TINY_DATA + TINY_TRAIN, MSP) trained once per session, for tests that only read its checkpoint
+    (predict, export, fault injection): their runs write into their own run folders and model stores."""
+    from hazardseg.pipeline import train
+
+    root = tmp_path_factory.mktemp("tiny_model")
+    return train(compose_config("train", TINY_DATA + TINY_TRAIN + ["scorer=msp", "eval.panels=0"], root / "run", root / "models"))["checkpoint"]
+
+
 @pytest.fixture
 def make_cfg(tmp_path):
     def _make(overrides: list[str] = (), config_name: str = "train", run: str = "run") -> DictConfig:

@@ -7,21 +7,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SAMPLES, TINY_DATA, TINY_TRAIN
+from conftest import SAMPLES
 from hazardseg.errors import ConfigError
-from hazardseg.pipeline import export, train
+from hazardseg.pipeline import export
 
 ort = pytest.importorskip("onnxruntime", reason='pip install -e ".[export]"')
 FRAMES = [SAMPLES / "streethazards/test/images/test/t6/1028.png", SAMPLES / "smiyc/dataset_AnomalyTrack/images/carriage0002.jpg"]
 QUIET = ["trainer.enable_progress_bar=false", "predict.fit_batches=1"]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> str:
-    from conftest import compose_config
-
-    root = tmp_path_factory.mktemp("export_model")
-    return train(compose_config("train", TINY_DATA + TINY_TRAIN + ["scorer=msp", "eval.panels=0"], root / "run", root / "models"))["checkpoint"]
 
 
 def _frames(multiple: int) -> list[np.ndarray]:

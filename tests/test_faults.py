@@ -14,21 +14,12 @@ from pathlib import Path
 import pytest
 
 from benchmark_folders import smiyc_folder
-from conftest import REPO, TINY_DATA, TINY_TRAIN, model_entries
-from hazardseg.pipeline import train
+from conftest import REPO, TINY_DATA, model_entries
 from hazardseg.signals import STAGES
 
 FAULTS = Path(__file__).resolve().parent / "faults.py"
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "eval.panels=0"]
 SIGTERM_EXIT = 128 + signal.SIGTERM
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> str:
-    from conftest import compose_config
-
-    root = tmp_path_factory.mktemp("faults")
-    return train(compose_config("train", TINY_DATA + TINY_TRAIN + ["scorer=msp", "eval.panels=0"], root / "run", root / "models"))["checkpoint"]
 
 
 @pytest.fixture(scope="module")

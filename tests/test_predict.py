@@ -16,23 +16,15 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, SAMPLES, TINY_DATA, TINY_TRAIN
+from conftest import REPO, SAMPLES
 from hazardseg.callbacks.prediction_writer import STRIP
 from hazardseg.errors import ConfigError, DataError
-from hazardseg.pipeline import predict, train
+from hazardseg.pipeline import predict
 
 GENUINE = [SAMPLES / "streethazards/test/images/test/t6/1028.png",          # 1280x720 RGBA PNG
            SAMPLES / "smiyc/dataset_AnomalyTrack/images/carriage0002.jpg",  # SMIYC JPEG
            SAMPLES / "smiyc/dataset_ObstacleTrack/images/gravel_boot_5.webp"]
 QUIET = ["trainer.enable_progress_bar=false", "predict.fit_batches=1"]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> str:
-    from conftest import compose_config
-
-    root = tmp_path_factory.mktemp("predict_model")
-    return train(compose_config("train", TINY_DATA + TINY_TRAIN + ["scorer=msp", "eval.panels=0"], root / "run", root / "models"))["checkpoint"]
 
 
 @pytest.fixture(scope="module")
