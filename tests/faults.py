@@ -53,33 +53,17 @@ def signal_at(stage: str, signum: int = signal.SIGTERM) -> Iterator[list[str]]:
         seen.append(name)
         original(name)
 
-    signals.stop_point = reached
-    patched = _patch_importers(reached)
+    signals.stop_point = reached  # every caller goes through the module (signals.stop_point), so one place
     try:
         yield seen
     finally:
         signals.stop_point = original
-        for module in patched:
-            module.stop_point = original
 
 
 def signal_pause() -> None:
     """Let the interpreter run the signal handler now (it runs between bytecodes of the main thread)."""
     for _ in range(1000):
         pass
-
-
-def _patch_importers(reached) -> list:
-    """Modules that imported ``stop_point`` by name get the patched one too."""
-    import importlib
-
-    patched = []
-    for name in ("hazardseg.callbacks.scorer_fitting", "hazardseg.metrics.benchmark", "hazardseg.report",
-                 "hazardseg.callbacks.prediction_writer"):
-        module = importlib.import_module(name)
-        module.stop_point = reached
-        patched.append(module)
-    return patched
 
 
 def main() -> None:

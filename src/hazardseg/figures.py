@@ -73,7 +73,7 @@ def pr_small_multiples(curves: list[tuple[dict, dict]], group: Callable, series:
     fig.legend(handles, [_shorten(s, 28) for s in names], loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
                title="scorer" if len(names) > 1 else None, frameon=False)
     fig.suptitle("PR curves on the test split (thick: the best of each panel)", fontsize=10)
-    _tight(fig)
+    tight(fig)
     return fig
 
 
@@ -104,7 +104,7 @@ def tradeoff(points: list[dict], group: Callable, series: Callable):
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     ax.text(0.0, -0.12, "Pareto front:\n" + "\n".join(key), transform=ax.transAxes, fontsize=7, va="top")
-    _tight(fig)
+    tight(fig)
     group_handles = [plt.Line2D([], [], color=colour[g], marker="o", linestyle="", markersize=7) for g in groups]
     series_handles = [plt.Line2D([], [], color="0.3", marker=marker[s], linestyle="", markersize=7) for s in names]
     first = fig.legend(group_handles, [_shorten(g, 30) for g in groups], loc="upper left", bbox_to_anchor=(1.0, 0.98),
@@ -122,7 +122,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
             if not any((ox >= x and oy >= y) and (ox > x or oy > y) for ox, oy in points)]
 
 
-def _tight(fig) -> None:
+def tight(fig) -> None:
     import warnings
 
     with warnings.catch_warnings():  # very long labels: keep the plot, skip the warning

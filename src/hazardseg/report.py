@@ -31,7 +31,7 @@ from hazardseg import figures
 from hazardseg.console import render_table, say
 from hazardseg.io import atomic_path, atomic_write_text, job_overrides
 from hazardseg.metrics.names import ANOMALY, BENCHMARK, BENCHMARK_THRESHOLDS, ERROR_BOUND, higher_is_better
-from hazardseg.signals import stop_point
+from hazardseg import signals
 
 METRICS = ("miou", *ANOMALY, *(f"per_image_{k}" for k in ANOMALY))
 # Test-only anomaly benchmarks (hazardseg.callbacks.BenchmarkEvaluation): the leaderboard's metrics under their
@@ -87,7 +87,7 @@ def finish_run(results: dict[str, Any], loggers: Iterable) -> None:
     """End of a completed run: print its table, and give loggers that take them the (run, scorer) rows."""
     if not results.get("metrics") and not results.get("objective"):
         return
-    stop_point("report")
+    signals.stop_point("report")
     say(render_table(run_summary_table(results)))
     identity = {"task": results.get("task"), "train_hash": results.get("train_hash"),
                 **{f"choice.{k}": v for k, v in (results.get("choices") or {}).items()}}
@@ -164,7 +164,7 @@ def write_sweep_report(sweep_dir: str | Path, plots: bool = True) -> dict[str, P
     rows = sweep_rows(sweep_dir)
     if not rows:
         return {}
-    stop_point("report")
+    signals.stop_point("report")
     columns, names = columns_of(rows)
     written = {"csv": sweep_dir / "sweep_report.csv", "md": sweep_dir / "sweep_report.md", "json": sweep_dir / "sweep_report.json"}
     buffer = io.StringIO()
@@ -268,7 +268,7 @@ def plot_sweep(sweep_dir: Path, rows: list[dict], columns: list[str], names: dic
             ax.set_xlim(0, 105)
         axes[0][0].set_yticks(range(len(done)), labels, fontsize=8)
         axes[0][0].invert_yaxis()  # first job on top (axes share y: invert once)
-        _tight(fig)
+        figures.tight(fig)
         written["png_metrics"] = _save(fig, sweep_dir / "sweep_metrics.png")
     # panels per swept key (e.g. the method), scorers as colours: legible from 2x2 to 100 jobs (hazardseg.figures)
     keys = [c for c in varying(rows, columns) if c.startswith("override:") and names.get(c, c).removeprefix("override:") != "scorer"]
@@ -309,18 +309,10 @@ def _curve(run_dir: Path, scorer: str) -> dict | None:
     return {k: [curve[k][i] for i in keep] for k in ("recall", "precision")}
 
 
-def _tight(fig) -> None:
-    import warnings
-
-    with warnings.catch_warnings():  # very long labels: keep the plot, skip the warning
-        warnings.simplefilter("ignore", UserWarning)
-        fig.tight_layout()
-
-
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    stop_point("report")
+    signals.stop_point("report")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")  # legends outside the axes stay in the image
     plt.close(fig)

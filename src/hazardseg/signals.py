@@ -12,8 +12,8 @@ scorer fitting, benchmark metrics, submission export, reports. There:
   every writer is atomic (:mod:`hazardseg.io`), so nothing is left half-written.
 
 The entry point (:func:`hazardseg.cli.run_task`) turns the exception into exit status 143 and results.json
-status ``interrupted``. ``stop_point`` takes the name of its stage: tests send signals at named stages
-through it (``tests/faults.py``).
+status ``interrupted``. ``stop_point`` takes the name of its stage; callers reach it as ``signals.stop_point``, so
+tests can send signals at named stages by replacing it in this one module (``tests/faults.py``).
 """
 
 from __future__ import annotations

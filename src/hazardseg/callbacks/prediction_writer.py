@@ -28,8 +28,8 @@ from hazardseg.callbacks.benchmark_evaluation import Background
 from hazardseg.console import say
 from hazardseg.io import atomic_path, atomic_write_text
 from hazardseg.maps import resize
-from hazardseg.signals import stop_point
 from hazardseg.visualize import CONTOUR_RGB, _colourmap, _contour, _finite_range, _font, palette
+from hazardseg import signals
 
 STRIP = 46  # pixels of the legend strip under each anomaly image: colour bar + range, then one line of legend
 
@@ -83,7 +83,7 @@ class PredictionWriter(EvaluationCallback):
 
     # ------------------------------------------------------------------ one frame
     def _write_frame(self, name: str, rgb: np.ndarray, classes: torch.Tensor, scores: dict[str, torch.Tensor]) -> None:
-        stop_point("prediction-writing")  # SIGTERM: stop between two frames, every written frame whole
+        signals.stop_point("prediction-writing")  # SIGTERM: stop between two frames, every written frame whole
         h, w = rgb.shape[:2]
         if classes.ndim == 3:  # (K, h, w) logits: upsampled, then the most likely class
             pred = argmax_classes(resize(classes, (h, w))).numpy().astype(np.uint8)

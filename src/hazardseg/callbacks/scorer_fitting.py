@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from hazardseg.cache import cache_key, load_torch, save_torch
-from hazardseg.signals import stop_point
+from hazardseg import signals
 
 
 class ScorerFitting(L.Callback):
@@ -92,7 +92,7 @@ def _outputs(trainer: L.Trainer, pl_module: L.LightningModule, loader: DataLoade
     for i, batch in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break
-        stop_point("scorer-fitting")  # SIGTERM: stop before the next batch, nothing cached
+        signals.stop_point("scorer-fitting")  # SIGTERM: stop before the next batch, nothing cached
         batch = trainer.strategy.batch_to_device(batch)
         with trainer.precision_plugin.forward_context():
             outputs = pl_module(batch["image"])

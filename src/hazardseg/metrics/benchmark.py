@@ -51,7 +51,7 @@ from hazardseg.metrics.smiyc import (
     COMPONENT_FILTERS, FrameGroundTruth, SmiycComponentMetric, SmiycPixelMetric, class_offsets,
 )
 from hazardseg.metrics.submission import Float16Encoder, read_score_map, submission_path, write_score_map
-from hazardseg.signals import stop_point
+from hazardseg import signals
 
 
 def upsample_scores(scores: Tensor, size: tuple[int, int]) -> Tensor:
@@ -145,7 +145,7 @@ class BenchmarkEvaluator:
         self.num_frames += 1
         path = None
         if self.submission:
-            stop_point("submission-export")
+            signals.stop_point("submission-export")
             path = write_score_map(submission_path(self.run_dir, self.method, group, fid), map16, compress=True)
             self.files.append(path)
         if label is None:
@@ -245,7 +245,7 @@ def compute_all(evaluators: list[BenchmarkEvaluator]) -> list[dict[str, Any]]:
                 for path, index in evaluators[i]._kept:
                     by_frame.setdefault(index, []).append((i, path))
             for index in sorted(by_frame):
-                stop_point("benchmark-metrics")
+                signals.stop_point("benchmark-metrics")
                 truth = FrameGroundTruth.of(frames.label(index), flt)
                 for i, path in by_frame[index]:
                     pending[i][1].update(truth=truth, roi_scores16=BenchmarkEvaluator._read_roi(path, truth))
