@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,10 @@ def export_onnx(net: nn.Module, scorer: nn.Module, path: Path, metadata: dict[st
     example = torch.randint(0, 256, (1, 3, *check_size), dtype=torch.uint8)
     buffer = io.BytesIO()
     try:
-        with torch.no_grad(), _quiet():
+        # the TorchScript exporter's deprecation and tracer notes are not the user's business: the graph is checked below
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)  # TracerWarning and the shape-inference notes among them
             torch.onnx.export(graph, (example,), buffer, dynamo=False, opset_version=opset, input_names=["image"],
                               output_names=["segmentation", "anomaly"],
                               dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
@@ -136,21 +140,6 @@ def _libraries():
         raise ConfigError(f"format=onnx needs onnx and onnxruntime. Fix: {EXPORT_EXTRA}") from None
     return onnx, onnxruntime
 
-
-class _quiet:
-    """The TorchScript exporter's deprecation notice is not the user's business: the graph is checked anyway."""
-
-    def __enter__(self):
-        import warnings
-
-        self._context = warnings.catch_warnings()
-        self._context.__enter__()
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)  # TracerWarning and the shape-inference notes among them
-        return self
-
-    def __exit__(self, *exc):
-        return self._context.__exit__(*exc)
 
 
 class OnnxSegmenter(torch.nn.Module):

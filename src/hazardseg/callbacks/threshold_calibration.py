@@ -57,8 +57,6 @@ class ThresholdCalibration(EvaluationCallback):
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn != "validate":  # epochs of a training: not ours
             return
-        for scorer in pl_module.scorers.values():
-            scorer.to(pl_module.device).eval()
         self.pending = {name: ThresholdAtFPR(self.fpr).to(pl_module.device) for name in pl_module.scorers if name not in self.found}
 
     def on_validation_batch_end(self, trainer, pl_module, outputs: dict[str, Any], batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
