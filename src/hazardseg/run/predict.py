@@ -27,21 +27,15 @@ from hazardseg.run.build import Run
 
 def predict(run: Run) -> dict[str, Any]:
     cfg, trainer, module = run.cfg, run.trainer, run.module
-    opts = cfg.predict
-    size = None if opts.image_size is None else tuple(int(v) for v in opts.image_size)
-    source = FrameSource(cfg.input, size)  # a missing input is one line now, before calibration
+    source = _frames(cfg, normalize=True)  # a missing input is one line now, before calibration
     writer = callback(trainer, PredictionWriter, "callbacks.prediction_writer")
-    thresholds = _thresholds(run, opts)
-    writer.thresholds = {name: t["threshold"] for name, t in thresholds.items()}
-    writer.fps = source.fps
+    thresholds = _thresholds(run, cfg.predict)
+    loader = _prepare(writer, thresholds, source, cfg.predict)
     callback(trainer, ScorerFitting, "callbacks.scorer_fitting").datamodule = run.datamodule  # Trainer.predict has none
-    atomic_write_json(writer.out_dir / "thresholds.json", thresholds)
-    loader = DataLoader(source, batch_size=int(opts.batch_size), collate_fn=collate_frames, num_workers=0)
     with warnings.catch_warnings():  # frames are read in this process: Lightning's worker caveat does not apply
         warnings.filterwarnings("ignore", message=".*IterableDataset.*has `__len__` defined.*")
         trainer.predict(module, dataloaders=loader, return_predictions=False)
-    return {"input": str(cfg.input), "thresholds": thresholds, "skipped_frames": dict(source.skipped),
-            "predictions": writer.results()}
+    return _results(cfg, thresholds, source, writer)
 
 
 def _thresholds(run: Run, opts: DictConfig) -> dict[str, dict[str, Any]]:
@@ -102,8 +96,7 @@ def predict_onnx(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.get("model_path"):
         raise ConfigError("model_path is not set. Fix: python predict.py backend=onnx model_path=<file written by export.py> input=...")
     model = OnnxSegmenter(cfg.model_path, threads=torch.get_num_threads())
-    size = None if opts.image_size is None else tuple(int(v) for v in opts.image_size)
-    source = FrameSource(cfg.input, size, normalize=False)
+    source = _frames(cfg, normalize=False)  # the graph normalises its uint8 input itself
     name = model.meta["scorer"]
     given = opts.get("threshold")
     if given is not None and OmegaConf.is_dict(given):
@@ -111,9 +104,7 @@ def predict_onnx(cfg: DictConfig) -> dict[str, Any]:
     threshold = ({"threshold": float(given), "source": "predict.threshold"} if given is not None else
                  {"threshold": float(model.meta["threshold"]), "fpr": model.meta.get("fpr"), "source": f"metadata of {cfg.model_path}"})
     writer = PredictionWriter(cfg.paths.output_dir, save_scores=bool(opts.save_scores), contact_sheet=int(opts.contact_sheet))
-    writer.thresholds, writer.fps = {name: threshold["threshold"]}, source.fps
-    atomic_write_json(writer.out_dir / "thresholds.json", {name: threshold})
-    loader = DataLoader(source, batch_size=int(opts.batch_size), collate_fn=collate_frames, num_workers=0)
+    loader = _prepare(writer, {name: threshold}, source, opts)
     writer.on_predict_start(None, model)
     try:
         for index, batch in enumerate(loader):
@@ -122,5 +113,22 @@ def predict_onnx(cfg: DictConfig) -> dict[str, Any]:
         writer.on_exception(None, model, err)
         raise
     writer.on_predict_end(None, model)
-    return {"input": str(cfg.input), "backend": "onnx", "model_path": str(cfg.model_path), "thresholds": {name: threshold},
-            "skipped_frames": dict(source.skipped), "predictions": writer.results()}
+    return {**_results(cfg, {name: threshold}, source, writer), "backend": "onnx", "model_path": str(cfg.model_path)}
+
+
+def _frames(cfg: DictConfig, normalize: bool) -> FrameSource:
+    size = cfg.predict.image_size
+    return FrameSource(cfg.input, None if size is None else tuple(int(v) for v in size), normalize=normalize)
+
+
+def _prepare(writer: PredictionWriter, thresholds: dict[str, dict[str, Any]], source: FrameSource, opts: DictConfig) -> DataLoader:
+    """Hand the writer its thresholds and the input's frame rate, write thresholds.json; the frames' loader."""
+    writer.thresholds = {name: t["threshold"] for name, t in thresholds.items()}
+    writer.fps = source.fps
+    atomic_write_json(writer.out_dir / "thresholds.json", thresholds)
+    return DataLoader(source, batch_size=int(opts.batch_size), collate_fn=collate_frames, num_workers=0)
+
+
+def _results(cfg: DictConfig, thresholds: dict[str, dict[str, Any]], source: FrameSource, writer: PredictionWriter) -> dict[str, Any]:
+    return {"input": str(cfg.input), "thresholds": thresholds, "skipped_frames": dict(source.skipped),
+            "predictions": writer.results()}

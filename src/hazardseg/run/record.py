@@ -34,8 +34,7 @@ def recording(run: Run) -> Iterator[dict[str, Any]]:
     """Close the loggers whatever happens; write results.json (atomically) only for a completed run.
     A completed run ends with its results table (terminal, <task>.log, W&B ``results`` table)."""
     results, cfg, loggers = run.results, run.cfg, run.loggers
-    results["status"] = "running"
-    results.update(host=socket.gethostname(), pid=os.getpid(), started_at=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(run.started)))
+    results.update(status="running", **_identity(run.started))
     failed = True
     try:
         for logger in loggers:
@@ -63,8 +62,7 @@ def plain_run(cfg: DictConfig, work) -> dict[str, Any]:
     """A run without a Trainer or loggers (``predict.py backend=onnx``): ``work()``'s results in results.json, written
     as a recorded run's are (failed / interrupted: by the entry point, with what was computed)."""
     started = time.time()
-    results: dict[str, Any] = {"task": cfg.get("task_name"), "status": "running", "host": socket.gethostname(), "pid": os.getpid(),
-                               "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started))}
+    results: dict[str, Any] = {"task": cfg.get("task_name"), "status": "running", **_identity(started)}
     try:
         results.update(work())
     except BaseException:
@@ -73,6 +71,11 @@ def plain_run(cfg: DictConfig, work) -> dict[str, Any]:
     results.update(status="completed", wall_time_s=round(time.time() - started, 1), config=plain(cfg))
     write_results(Path(cfg.paths.output_dir), results)
     return results
+
+
+def _identity(started: float) -> dict[str, Any]:
+    """Where and when a run runs (results.json: which process a running or killed run was)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started))}
 
 
 def write_results(run_dir: Path, results: dict[str, Any]) -> None:
