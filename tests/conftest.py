@@ -55,13 +55,18 @@ def compose_config(config_name: str, overrides: list[str], run_dir: Path, store:
 
 
 @pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory) -> str:
-    """A tiny model (TINY_DATA + TINY_TRAIN, MSP) trained once per session, for tests that only read its checkpoint
-    (predict, export, fault injection): their runs write into their own run folders and model stores."""
+def trained(tmp_path_factory) -> dict:
+    """A tiny model (TINY_DATA + TINY_TRAIN, MSP) trained once per session: its training's results. For tests that
+    only read it (eval, predict, export, fault injection); their runs write into their own run folders and stores."""
     from hazardseg.pipeline import train
 
     root = tmp_path_factory.mktemp("tiny_model")
-    return train(compose_config("train", TINY_DATA + TINY_TRAIN + ["scorer=msp", "eval.panels=0"], root / "run", root / "models"))["checkpoint"]
+    return train(compose_config("train", TINY_DATA + TINY_TRAIN + ["scorer=msp", "eval.panels=0"], root / "run", root / "models"))
+
+
+@pytest.fixture(scope="session")
+def checkpoint(trained) -> str:
+    return trained["checkpoint"]
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_class
 
 from benchmark_folders import benchmark_roots, smiyc_anomaly_folder
-from conftest import CONF, REPO, TINY_DATA, TINY_TRAIN
+from conftest import CONF, REPO
 from hazardseg.data import LostAndFoundDataModule
 from hazardseg.errors import ConfigError, DataError
 from hazardseg.metrics import BenchmarkEvaluator, read_score_map
@@ -28,15 +28,6 @@ from hazardseg.pipeline import evaluate, train
 
 BENCHMARKS = ["smiyc_anomaly", "smiyc_obstacle", "fishyscapes_laf", "lost_and_found", "road_anomaly"]
 EVAL = ["logger=none", "trainer.enable_progress_bar=false", "eval.fit_batches=2", "eval.panels=0", "++data.num_workers=0"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> dict:
-    """One tiny model trained on the synthetic StreetHazards (its store is private to this module)."""
-    from conftest import compose_config
-
-    root = tmp_path_factory.mktemp("trained")
-    return train(compose_config("train", TINY_DATA + TINY_TRAIN + ["scorer=msp", "eval.panels=0"], root / "run", root / "models"))
 
 
 def test_eval_on_a_benchmark_scores_every_scorer_as_the_leaderboard(trained, make_cfg, tmp_path, capsys):

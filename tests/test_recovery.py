@@ -23,15 +23,6 @@ from hazardseg.pipeline import evaluate, train
 EVAL = ["logger=none", "trainer.enable_progress_bar=false", "eval.fit_batches=2", "eval.panels=0"]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> dict:
-    """One tiny model for the eval tests of this module (its store is private to this fixture)."""
-    from conftest import compose_config
-
-    root = tmp_path_factory.mktemp("trained")
-    return train(compose_config("train", TINY_DATA + TINY_TRAIN + ["scorer=msp", "eval.panels=0"], root / "run", root / "models"))
-
-
 def _data_root(trained: dict) -> Path:
     from hazardseg.data import SyntheticStreetHazardsDataModule
 
