@@ -20,6 +20,11 @@ TINY_DATA = [
     "data.n_train=8", "data.n_val=4", "data.n_test=4", "data.width=128", "data.height=72",
     "data.image_size=[64,112]", "data.batch_size=4", "data.num_workers=0",
 ]
+# A Mask2Former small enough for a few CPU steps in a test (the CPU default's YAML, narrowed).
+TINY_M2F = ["model=mask2former", "model.config.num_queries=8", "model.config.hidden_dim=32", "model.config.mask_feature_size=32",
+            "model.config.feature_size=32", "model.config.encoder_layers=1", "model.config.encoder_feedforward_dim=64",
+            "model.config.decoder_layers=3", "model.config.dim_feedforward=64", "model.config.num_attention_heads=2",
+            "loss.terms.mask2former.num_points=256"]
 TINY_TRAIN = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", "logger=none",
               "model.decoder_channels=32", "eval.fit_batches=2"]
 

@@ -60,3 +60,26 @@ def test_two_process_gloo_equals_single_process():
         assert distributed["pooled"][key] == pytest.approx(value, abs=1e-12), key
     for key, value in per_image.compute().items():
         assert distributed["per_image"][key] == pytest.approx(value, abs=1e-12), key
+
+
+def _set_loss_worker(rank: int, world: int, port: int, queue) -> None:
+    from hazardseg.losses.mask_classification import _set_criterion
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    criterion = _set_criterion(4, {"class_weight": 2.0, "mask_weight": 5.0, "dice_weight": 5.0, "no_object_weight": 0.1,
+                                   "train_num_points": 64, "oversample_ratio": 3.0, "importance_sample_ratio": 0.75})
+    classes = [torch.arange(1 + 2 * rank), torch.arange(1)]  # rank 0: 2 target masks, rank 1: 4
+    queue.put((rank, float(criterion.get_num_masks(classes, torch.device("cpu")))))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_mask2former_set_loss_averages_the_target_mask_count_over_ranks():
+    """As detectron2's SetCriterion: the loss of every rank is normalised by the mean target-mask count of all
+    ranks (transformers does it only under accelerate)."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    mp.spawn(_set_loss_worker, args=(2, _free_port(), queue), nprocs=2, join=True)
+    counts = dict(queue.get(timeout=60) for _ in range(2))
+    assert counts == {0: 3.0, 1: 3.0}  # (2 + 4) / 2 on both ranks

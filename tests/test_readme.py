@@ -41,6 +41,13 @@ NOT_RUNNABLE = {
     "python tests/faults.py": "needs a trained checkpoint; the helper runs train.py / eval.py this way in test_faults.py",
     "python train.py -m hydra/launcher=slurm": "needs a SLURM cluster; the preset runs through submitit's local executor "
                                                "in test_launchers.py",
+    "python train.py -m +sweep=families": "six trainings (19 min on 2 CPU cores); its presets compose and its fine-tunes "
+                                          "run from a stored model in test_mask2former.py",
+    "python train.py model=mask2former loss=rba init_from=": "needs a trained Mask2Former; test_mask2former.py fine-tunes one "
+                                                             "this way",
+    "export ": "sets the data folders of a machine that has them (the test machine's stand-ins are set per command)",
+    "python train.py experiment=rba_cityscapes": "needs Cityscapes, COCO cut-outs and a GPU; test_mask2former.py runs the preset "
+                                                 "as typed on the genuine Cityscapes and SMIYC samples",
     "python train.py -m hydra/launcher=ray": "needs hydra-ray-launcher (installed apart, see README) and a Ray cluster; "
                                              "runs on a local Ray in test_launchers.py where installed",
 }

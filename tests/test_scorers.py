@@ -14,12 +14,14 @@ from hazardseg.errors import ConfigError, DataError, NotFittedError
 from hazardseg.scorers import MSP, SML, Energy, Entropy, MaxLogit, Scorer, build_scorers
 from hazardseg.scorers.densehybrid import DenseHybrid
 from hazardseg.scorers.mahalanobis import Mahalanobis
+from hazardseg.scorers.mask_classification import EAM, UNO, Mask2Anomaly, RbA
 from hazardseg.scorers.postprocess import BoundarySuppression, DilatedSmoothing, find_boundaries
 from hazardseg.scorers.void import VoidProbability
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 SCORER_CLASSES = {"msp": MSP, "maxlogit": MaxLogit, "entropy": Entropy, "energy": Energy, "sml": SML,
-                  "mahalanobis": Mahalanobis, "void": VoidProbability, "densehybrid": DenseHybrid}
+                  "mahalanobis": Mahalanobis, "void": VoidProbability, "densehybrid": DenseHybrid,
+                  "rba": RbA, "mask2anomaly": Mask2Anomaly, "eam": EAM, "uno": UNO}
 
 # Two pixels (N=1, C=3, H=1, W=2): a peaked one (1, 2, 3) and a uniform one (0, 0, 0).
 LOGITS = torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]]).reshape(1, 3, 1, 2)
@@ -409,6 +411,8 @@ def _outputs() -> dict:
     """Network outputs with every entry some scorer reads (features at stride 4, trained heads), plus a mask."""
     return {"logits": torch.randn(2, 5, 12, 12), "features": torch.randn(2, 8, 3, 3), "feature_stride": 4,
             "void": torch.randn(2, 1, 12, 12), "ood": torch.randn(2, 1, 12, 12),
+            # query outputs of a mask-classification network: 6 queries, 5 known classes + negative + no object
+            "class_logits": torch.randn(2, 6, 7), "mask_logits": torch.randn(2, 6, 3, 3), "negative_class": 5,
             # every class fills some 4x4 block (feature cell): Mahalanobis sees every class
             "mask": (torch.arange(18) % 5).reshape(2, 3, 3).repeat_interleave(4, 1).repeat_interleave(4, 2)}
 
@@ -442,7 +446,8 @@ def test_yaml_exposes_knobs() -> None:
 def test_multiple_and_all_compose() -> None:
     assert list(_compose(["+scorer=[msp,sml]"]).scorer) == ["msp", "sml"]
     cfg = _compose(["+scorer=all"])
-    assert list(cfg.scorer) == ["msp", "maxlogit", "entropy", "energy", "sml", "mahalanobis", "void", "densehybrid"]
+    assert list(cfg.scorer) == ["msp", "maxlogit", "entropy", "energy", "sml", "mahalanobis", "void", "densehybrid", "rba",
+                                "mask2anomaly", "eam", "uno"]
     scorers = build_scorers(cfg.scorer)
     assert {k: type(v) for k, v in scorers.items()} == SCORER_CLASSES
     _run(scorers)

@@ -30,6 +30,9 @@ from hazardseg.run.record import write_failure  # the only writer of results.jso
 # conf/hydra/launcher/{joblib,ray}.yaml are complete configs named like the plugins' own: Hydra 1.3 still
 # validates them against the plugin's schema and says so at every composition; the files also work alone.
 warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name", category=UserWarning)
+# A fine-tune with `trainable` keeps its frozen BatchNorm layers in eval mode on purpose (their statistics stay
+# the trained model's, SegmentationNetwork.set_trainable); Lightning warns about any module in eval mode at fit start.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 USER_ERROR, INTERNAL_ERROR = 2, 1
 _sweep_exit = {"code": 0}  # set when a multirun ends with failed jobs (see report_sweep_failures)
 

@@ -39,6 +39,9 @@ METRICS = ("miou", *ANOMALY, *(f"per_image_{k}" for k in ANOMALY))
 BENCHMARK_METRICS = tuple(BENCHMARK)
 THRESHOLDS = BENCHMARK_THRESHOLDS
 LOWER_IS_BETTER = {m for m in (*METRICS, *BENCHMARK_METRICS) if higher_is_better(m) is False}
+# The network family and the method of a job, shown where jobs differ in them though no override names them
+# (jobs that are experiment presets, e.g. +sweep=families).
+CHOICE_COLUMNS = ("model", "loss")
 JOB_COLUMNS = ("objective_metric", "objective", "reused_checkpoint", "train_hash", "wall_time_s", "run_dir", "error")
 CURVES_FILE = "pr_curves.json"
 
@@ -124,6 +127,8 @@ def job_rows(job_dir: Path) -> list[dict[str, Any]]:
     base["status"] = results.get("status", "unknown")
     if base["status"] != "completed":
         return [{**base, "error": results.get("error", "")}]
+    choices = results.get("choices") or {}
+    base.update({f"choice:{group}": choices.get(group) for group in CHOICE_COLUMNS if f"override:{group}" not in base})
     objective = results.get("objective") or {}
     job = {"objective_metric": objective.get("metric"), "objective": objective.get("value"),
            "reused_checkpoint": results.get("reused_checkpoint"), "train_hash": results.get("train_hash"),
@@ -136,6 +141,7 @@ def columns_of(rows: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
     present = {k for r in rows for k in r}
     overrides = sorted({k for k in present if k.startswith("override:")})
     names = {k: k.removeprefix("override:") for k in overrides}
+    names.update({k: k.removeprefix("choice:") for k in present if k.startswith("choice:")})
     fixed = {"job", "status", "overrides", *METRICS, *BENCHMARK_METRICS, *THRESHOLDS, *JOB_COLUMNS}
     keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in fixed and not k.startswith("override:")]
     for k in overrides:  # an override named like a key column (e.g. scorer=all vs the row's scorer) keeps its prefix
@@ -149,7 +155,7 @@ def columns_of(rows: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
 def varying(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
     """The columns to show in tables: overridden keys only where jobs differ (constant ones go to the header)."""
     jobs = {r["job"]: r for r in rows}.values()
-    return [c for c in columns if not c.startswith("override:") or len({str(r.get(c)) for r in jobs}) > 1]
+    return [c for c in columns if not c.startswith(("override:", "choice:")) or len({str(r.get(c)) for r in jobs}) > 1]
 
 
 def common_overrides(rows: list[dict[str, Any]], columns: list[str], names: dict[str, str]) -> list[str]:

@@ -35,6 +35,8 @@ NON_TRAINING_KEYS = frozenset(
     {"scorer", "logger", "callbacks", "hydra", "paths", "eval", "reuse", "resume", "ckpt_path", "task_name", "tags", "test_after_fit",
      "objective", "lock_timeout"}
 )
+# Training keys that are left out of the hash while null (fine-tuning: init_from, trainable).
+OPTIONAL_TRAINING_KEYS = ("init_from", "trainable")
 # Keys inside groups that change speed or display, not the trained weights.
 NON_TRAINING_SUBKEYS = {
     "data": {"num_workers", "pin_memory", "persistent_workers", "skip_bad_samples", "allow_external_paths"},
@@ -49,6 +51,9 @@ def training_config(cfg: DictConfig) -> dict[str, Any]:
     for group, keys in NON_TRAINING_SUBKEYS.items():
         if isinstance(container.get(group), dict):
             container[group] = {k: v for k, v in container[group].items() if k not in keys}
+    for key in OPTIONAL_TRAINING_KEYS:  # unset: the identity of every model trained before these keys existed
+        if container.get(key) is None:
+            container.pop(key, None)
     data = container.get("data")
     if isinstance(data, dict) and isinstance(data.get("outliers"), dict) and not data["outliers"].get("enabled"):
         del data["outliers"]  # outlier pasting switched off: its options cannot change the weights

@@ -9,6 +9,7 @@ from typing import Any
 
 from hazardseg.callbacks.base import EvaluationCallback
 from hazardseg.data.labels import IGNORE_LABEL, OUTLIER_LABEL
+from hazardseg.maps import resize
 
 
 class PredictionPanels(EvaluationCallback):
@@ -42,15 +43,17 @@ class PredictionPanels(EvaluationCallback):
         name = self.scorer or next(iter(scores), None)
         logits = outputs["outputs"]["logits"]
         for i in range(min(len(batch["name"]), self.num_panels - len(self.panels))):
-            image, mask = batch["image"][i].cpu(), batch["mask"][i].cpu()
+            image, mask, frame_logits = batch["image"][i].cpu(), batch["mask"][i].cpu(), logits[i].detach().float().cpu()
+            if image.shape[-2:] != mask.shape[-2:]:  # input resized (data.image_size): show it at the labels' size
+                image, frame_logits = resize(image, mask.shape[-2:]), resize(frame_logits, mask.shape[-2:])
             panel, miou = prediction_panel(
-                image, mask, logits[i].detach().float().cpu(), pl_module.num_classes, str(batch["name"][i]),
+                image, mask, frame_logits, pl_module.num_classes, str(batch["name"][i]),
                 pl_module.labels, None if name is None else scores[name][i].detach().cpu(),
                 class_names=pl_module.class_names, scorer=name or "",
             )
             self.panels.append((str(batch["name"][i]), panel, miou))
             if pl_module.labels.semantic:
-                self.masks.append(_wandb_sample(image, mask, logits[i], str(batch["name"][i]), miou))
+                self.masks.append(_wandb_sample(image, mask, frame_logits, str(batch["name"][i]), miou))
 
     def on_test_end(self, trainer, pl_module) -> None:
         if not self.panels or not trainer.is_global_zero:

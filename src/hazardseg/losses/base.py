@@ -28,7 +28,13 @@ from hazardseg.errors import ConfigError
 
 
 class LossTerm(nn.Module):
-    """One term of the loss. ``output`` names the network output it reads (default ``logits``)."""
+    """One term of the loss. ``output`` names the network output it reads (default ``logits``).
+
+    ``reads_queries``: the term trains a mask-classification network through its query outputs
+    (``class_logits`` / ``mask_logits``). A query network needs at least one such term: per-pixel terms
+    alone would train its semantic scores ``s`` as if they were logits."""
+
+    reads_queries: bool = False
 
     def __init__(self, weight: float = 1.0, output: str = "logits"):
         super().__init__()
@@ -94,7 +100,12 @@ class CompositeLoss(nn.Module):
 
     def check_outputs(self, available: set[str]) -> None:
         """Every term must read an output the network produces in training (``net.output_names(training=True)``)."""
+        from hazardseg.models.outputs import QUERY_KEYS
+
         for term, output in self.required_outputs.items():
+            if output in QUERY_KEYS and output not in available:
+                raise ConfigError(f"loss.terms.{term} trains a mask-classification network (it reads '{output}'), but the "
+                                  f"model is a per-pixel network. Fix: model=mask2former, or a per-pixel loss (loss=ce)")
             if output not in available:
                 raise ConfigError(
                     f"loss.terms.{term} reads the network output '{output}', but the model has no such head "
@@ -118,6 +129,14 @@ class CompositeLoss(nn.Module):
     @property
     def uses_outliers(self) -> bool:
         return any(term.uses_outliers for term in self.terms.values())
+
+    def check_family(self, available: set[str], loss_choice: str | None = None) -> None:
+        """A mask-classification network (``class_logits`` among its outputs) needs a term that reads its queries."""
+        if "class_logits" in available and not any(term.reads_queries for term in self.terms.values()):
+            given = f"loss={loss_choice}" if loss_choice else f"loss.terms ({', '.join(self.terms)})"
+            raise ConfigError(f"{given} trains per-pixel logits only, but the model is a mask-classification network "
+                              f"(model=mask2former) trained by its set criterion. Fix: loss=mask2former (its default; drop "
+                              f"the loss option), or loss=rba / mask2anomaly / uno")
 
     def check(self, num_classes: int) -> None:
         for name, term in self.terms.items():

@@ -19,15 +19,23 @@ modules): they read what the protocol below gives.
     set loss built from per-image instance masks); ``None`` (the default) = the configured ``loss``.
 ``smallest_train_batch(image_size)``
     the smallest training batch the network can take (2 for BatchNorm after global pooling).
+``set_trainable(patterns)``
+    train only the matching parameters (the run's ``trainable``): the rest is frozen, and frozen BatchNorm
+    layers stay in eval mode, so a fine-tune leaves frozen parts bit-identical, running statistics included.
+``adapt_init_state(state)``
+    a trained network's state_dict -> one this network can start from (``init_from``); the default keeps it.
 """
 
 from __future__ import annotations
 
 import copy
+import fnmatch
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from hazardseg.errors import ConfigError
 from hazardseg.models.outputs import SegmentationOutput
 
 PARAM_GROUPS = ("encoder", "decoder", "heads")
@@ -64,3 +72,44 @@ class SegmentationNetwork(nn.Module):
                 raise
             return 2
         return 1
+
+    # ------------------------------------------------------------------ fine-tuning
+    _frozen_norms: tuple[str, ...] = ()
+
+    def set_trainable(self, patterns: Sequence[str]) -> None:
+        """Train only the parameters that match one of ``patterns``: a parameter group name (``encoder``,
+        ``decoder``, ``heads``, see :meth:`param_groups`) or a glob on parameter names (``hf.class_predictor.*``).
+        A pattern that matches nothing is a one-line error (a typo would silently train nothing)."""
+        patterns = [str(p) for p in patterns]
+        groups = self.param_groups()
+        chosen: set[int] = set()
+        for pattern in patterns:
+            if pattern in groups:
+                found = {id(p) for p in groups[pattern]}
+            else:
+                found = {id(p) for name, p in self.named_parameters() if fnmatch.fnmatchcase(name, pattern)}
+            if not found and pattern not in groups:  # a group may be empty (no heads); a glob that finds nothing is a typo
+                example = next(iter(name for name, _ in self.named_parameters()), "")
+                raise ConfigError(f"trainable: '{pattern}' matches no parameter. Fix: a group ({', '.join(groups)}) or a glob "
+                                  f"on parameter names (e.g. '{example.rsplit('.', 1)[0]}.*')")
+            chosen |= found
+        if not chosen:
+            raise ConfigError(f"trainable={patterns}: selects no parameter of this network (its {', '.join(patterns)} "
+                              f"group(s) are empty). Fix: name a group with parameters, e.g. decoder")
+        for p in self.parameters():
+            p.requires_grad_(id(p) in chosen)
+        # BatchNorm layers whose parameters are all frozen keep their running statistics (see train()).
+        self._frozen_norms = tuple(name for name, m in self.named_modules()
+                                   if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
+                                   and not any(p.requires_grad for p in m.parameters()))
+        # Now, too: Lightning never calls train() at the start of fit (it keeps and restores each module's mode).
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for name in self._frozen_norms:  # frozen parts keep their statistics bit-identical
+            self.get_submodule(name).eval()
+        return self
+
+    def adapt_init_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return state

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from hazardseg.config import instantiate, validate
 from hazardseg.errors import ConfigError
@@ -23,6 +23,7 @@ from hazardseg.instantiators import instantiate_callbacks, instantiate_loggers
 from hazardseg.loggers import close_loggers, hydra_choices
 from hazardseg.module import Segmenter
 from hazardseg.run.checkpoints import load_net_weights, read_checkpoint_meta
+from hazardseg.run.init import init_material, init_network, resolve_init_from
 from hazardseg.scorers import applicable_scorers, build_scorers
 from hazardseg.store import ModelEntry, config_hash, training_config
 
@@ -47,14 +48,19 @@ def train_run(cfg: DictConfig) -> Run:
     refuse_test_only_data(cfg.data)  # before the schema: its model.num_classes check would hide the real reason
     validate(cfg, "train")
     L.seed_everything(cfg.seed, workers=True)
-    entry = ModelEntry(cfg.paths.model_store, config_hash(training_config(cfg)))
+    init = resolve_init_from(cfg)  # fine-tuning: its content hash is part of the model's identity
+    entry = ModelEntry(cfg.paths.model_store, config_hash(init_material(cfg, init)))
     with open_dict(cfg):
         cfg.paths.model_dir = str(entry.dir)  # where the checkpoint callbacks write (callbacks YAML reads it)
     datamodule = instantiate(cfg.data, key="data")
     choices = hydra_choices()
     meta = {"config": training_config(cfg), "train_hash": entry.hash, "data_env": env_sources(cfg.data), "choices": choices}
     module = build_module(cfg, cfg, datamodule, meta)
-    results: dict[str, Any] = {"task": "train", "train_hash": entry.hash, "choices": choices}
+    if init is not None:
+        init_network(module.net, init)
+        module.checkpoint_meta["init_from"] = str(init)
+    results: dict[str, Any] = {"task": "train", "train_hash": entry.hash, "choices": choices,
+                               **({"init_from": str(init)} if init is not None else {})}
     loggers, trainer = _loggers_and_trainer(cfg)
     return Run(cfg, datamodule, module, loggers, trainer, results, started, entry=entry)
 
@@ -102,7 +108,9 @@ def build_module(train_cfg: DictConfig, run_cfg: DictConfig, datamodule, meta: d
     # Each component checks itself against its neighbours as it is assembled: a one-line error now,
     # not at the first training step.
     loss.check_outputs(net.output_names(training=True))
+    loss.check_family(net.output_names(training=True), (meta.get("choices") or {}).get("loss"))
     loss.check(trained_on.num_classes)  # e.g. class_weights of the wrong length
+    set_trainable(net, train_cfg.get("trainable"))
     return Segmenter(
         net=net,
         loss=loss,
@@ -113,6 +121,16 @@ def build_module(train_cfg: DictConfig, run_cfg: DictConfig, datamodule, meta: d
         scorers=applicable_scorers(build_scorers(run_cfg.get("scorer")), net),
         checkpoint_meta=meta,
     )
+
+
+def set_trainable(net, trainable) -> None:
+    """``trainable`` (a list of parameter groups / name globs, null = all) through the network protocol's
+    ``set_trainable``, so every network family supports it."""
+    if trainable is not None:
+        trainable = OmegaConf.to_container(trainable, resolve=True) if isinstance(trainable, ListConfig) else trainable
+        if isinstance(trainable, str) or not all(isinstance(p, str) for p in trainable):
+            raise ConfigError(f"trainable={trainable!r}: expected a list of parameter groups or name globs, e.g. [heads]")
+        net.set_trainable(trainable)
 
 
 def _loss(train_cfg: DictConfig, net) -> Any:
