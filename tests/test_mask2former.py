@@ -237,8 +237,8 @@ def test_without_transformers_model_mask2former_names_the_install_command(monkey
 @pytest.mark.parametrize("command, message", [
     (["model=mask2former", "loss=ce"], "error: loss=ce trains per-pixel logits only, but the model is a mask-classification network"),
     (["loss=rba"], "error: loss.terms.mask2former trains a mask-classification network (it reads 'class_logits'), but the model is a per-pixel network"),
-    (["trainable=[decodr]"], "error: trainable: 'decodr' matches no parameter"),
     (["init_from=missing.ckpt"], "error: init_from=missing.ckpt: file not found"),
+    (["model=mask2former", "loss=rba"], "error: trainable=['heads'] freezes the rest of the network, but nothing trained is loaded"),
 ])
 def test_family_mismatches_are_one_line_errors(tmp_path, command, message):
     result = subprocess.run([sys.executable, str(REPO / "train.py"), *command, "trainer=debug", "logger=none", *TINY_DATA,
@@ -332,6 +332,8 @@ def test_init_from_adds_new_heads_and_refuses_another_network(trained, tmp_path,
     assert "new, initialised: heads.void" in capsys.readouterr().out
     torch.testing.assert_close(module.net.net.encoder.state_dict(), {k.removeprefix("net.encoder."): v for k, v in
                                                                      _net_state(ckpt).items() if k.startswith("net.encoder.")})
+    with pytest.raises(ConfigError, match=r"trainable: 'decodr' matches no parameter\. Fix: a group \(encoder, decoder, heads\)"):
+        module.net.set_trainable(["decodr"])
     other = compose_config("train", TINY_DATA + TINY_TRAIN + ["model.decoder_channels=16"], tmp_path / "o", tmp_path / "models")
     module = build_module(other, other, instantiate(other.data), {"choices": {}})
     with pytest.raises(ConfigError, match=r"init_from=.*does not fit this one \(\d+ of other shape"):
@@ -410,3 +412,15 @@ def test_init_from_names_a_model_by_its_training_overrides(trained_m2f, tmp_path
     with pytest.raises(ConfigError, match=r"init_from=\[experiment=families/mask2former\]: that model \(store entry \w+\) is not "
                                           r"trained yet\. Fix: train it first \(python train\.py .*model\.config\.num_queries=4"):
         train(cfg)
+
+
+def test_onnx_export_of_a_mask2former_is_refused_in_one_line_not_written(tmp_path):
+    """transformers' Mask2Former traces with its example's size baked in: the export check catches it."""
+    pytest.importorskip("onnxruntime")
+    from hazardseg.export import export_onnx
+    from hazardseg.scorers.mask_classification import RbA
+
+    with pytest.raises(ConfigError, match=r"scorer=rba: the ONNX graph of this network does not follow the frame size "
+                                          r"\(a \d+x\d+ frame gave \d+x\d+ maps"):
+        export_onnx(tiny_net().eval(), RbA(), tmp_path / "m2f.onnx", {"scorer": "rba"})
+    assert not (tmp_path / "m2f.onnx").exists()

@@ -79,6 +79,11 @@ def export_onnx(net: nn.Module, scorer: nn.Module, path: Path, metadata: dict[st
         entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
     data = model.SerializeToString()
     check = compare(graph, ort.InferenceSession(data, providers=["CPUExecutionProvider"]), check_size, multiple)
+    if "size_mismatch" in check:
+        raise ConfigError(f"scorer={metadata['scorer']}: the ONNX graph of this network does not follow the frame size "
+                          f"({check['size_mismatch']}: the exporter fixed the traced example's size); nothing was written. "
+                          f"export.py supports networks whose graph is size-independent (the per-pixel SMP family); use "
+                          f"predict.py with the checkpoint instead")
     if check["segmentation_mismatch_share"] > 1e-4 or check["anomaly_within_tolerance_share"] < 0.999:
         raise ConfigError(f"scorer={metadata['scorer']}: the exported graph does not match PyTorch (segmentation differs on "
                           f"{check['segmentation_mismatch_share']:.2e} of the pixels, anomaly within {TOLERANCE:g} on "
@@ -101,6 +106,10 @@ def compare(graph: nn.Module, session, size: tuple[int, int], multiple: int = 32
         seg, anomaly = session.run(None, {"image": batch})
         with torch.no_grad():
             ref_seg, ref_anomaly = (t.numpy() for t in graph(torch.from_numpy(batch)))
+        if seg.shape != ref_seg.shape:  # the trace baked its example's size into the graph (size-dependent Python)
+            return {"segmentation_equal": False, "segmentation_mismatch_share": 1.0, "anomaly_max_abs_diff": float("inf"),
+                    "anomaly_within_tolerance_share": 0.0, "frames_checked": 0,
+                    "size_mismatch": f"a {batch.shape[2]}x{batch.shape[3]} frame gave {seg.shape[1]}x{seg.shape[2]} maps"}
         pixels += seg.size
         mismatched += int((seg != ref_seg).sum())
         finite = np.isfinite(ref_anomaly)

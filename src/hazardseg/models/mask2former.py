@@ -54,7 +54,7 @@ class Mask2FormerNet(SegmentationNetwork):
         config: ``Mask2FormerConfig`` keyword arguments (``backbone_config`` as a mapping with its
             ``model_type``: ``timm_backbone`` or ``swin``); ignored for the architecture when
             ``pretrained`` is given (the checkpoint's own config is used).
-        pretrained: null, a hub id (``facebook/mask2former-swin-base-cityscapes-semantic``) or a local
+        pretrained: null, a hub id (``facebook/mask2former-swin-base-IN21k-cityscapes-semantic``) or a local
             folder written by ``save_pretrained``; its label count must be K (+1 with ``negative_class``).
         negative_class: one more class output for a negative class trained on pasted outliers (UNO).
         criterion: keyword arguments of the loss the network brings (``loss=mask2former``'s term) when the

@@ -108,16 +108,18 @@ def semantic_scores(class_logits: Tensor, mask_logits: Tensor, size: tuple[int, 
     ``num_classes`` (the known classes). Computed in query chunks (:func:`query_chunks`)."""
     probs = class_logits.float().softmax(-1)[..., :num_classes]
     out = None
-    for part, masks in query_chunks(mask_logits, size):
-        term = torch.einsum("nqc,nqhw->nchw", probs[:, part], masks)
-        out = term if out is None else out + term
+    with torch.autocast(mask_logits.device.type, enabled=False):  # float32 under AMP too: anomaly scores read s
+        for part, masks in query_chunks(mask_logits, size):
+            term = torch.einsum("nqc,nqhw->nchw", probs[:, part], masks)
+            out = term if out is None else out + term
     return out
 
 
 def query_weighted_sum(weights: Tensor, mask_logits: Tensor, size: tuple[int, int]) -> Tensor:
     """(N, H, W) ``sum_q weights[n, q] * sigmoid(m_q)`` at input size, in query chunks (EAM, UNO)."""
     out = None
-    for part, masks in query_chunks(mask_logits, size):
-        term = torch.einsum("nq,nqhw->nhw", weights[:, part].float(), masks)
-        out = term if out is None else out + term
+    with torch.autocast(mask_logits.device.type, enabled=False):
+        for part, masks in query_chunks(mask_logits, size):
+            term = torch.einsum("nq,nqhw->nhw", weights[:, part].float(), masks)
+            out = term if out is None else out + term
     return out

@@ -23,7 +23,7 @@ from hazardseg.instantiators import instantiate_callbacks, instantiate_loggers
 from hazardseg.loggers import close_loggers, hydra_choices
 from hazardseg.module import Segmenter
 from hazardseg.run.checkpoints import load_net_weights, read_checkpoint_meta
-from hazardseg.run.init import init_material, init_network, resolve_init_from
+from hazardseg.run.init import init_material, init_network, refuse_frozen_random_init, resolve_init_from
 from hazardseg.scorers import applicable_scorers, build_scorers
 from hazardseg.store import ModelEntry, config_hash, training_config
 
@@ -56,6 +56,7 @@ def train_run(cfg: DictConfig) -> Run:
     choices = hydra_choices()
     meta = {"config": training_config(cfg), "train_hash": entry.hash, "data_env": env_sources(cfg.data), "choices": choices}
     module = build_module(cfg, cfg, datamodule, meta)
+    refuse_frozen_random_init(cfg, init)
     if init is not None:
         init_network(module.net, init)
         module.checkpoint_meta["init_from"] = str(init)

@@ -40,6 +40,17 @@ def resolve_init_from(cfg: DictConfig) -> Path | None:
     return path
 
 
+def refuse_frozen_random_init(cfg: DictConfig, init: Path | None) -> None:
+    """``trainable`` without anything trained to start from would freeze randomly initialised parts for good
+    (``loss=rba`` typed without ``init_from``): one line naming the fixes."""
+    model = cfg.get("model") or {}
+    if cfg.get("trainable") is None or init is not None or model.get("pretrained") or model.get("encoder_weights"):
+        return
+    raise ConfigError(f"trainable={list(cfg.trainable)} freezes the rest of the network, but nothing trained is loaded into it "
+                      f"(no init_from, model.pretrained or model.encoder_weights): the frozen parts would stay random. Fix: "
+                      f"init_from=<a trained model's best.ckpt> (the fine-tune), or trainable=null to train everything")
+
+
 def init_material(cfg: DictConfig, init: Path | None) -> dict[str, Any]:
     """The training config to hash: with ``init_from``, the init checkpoint's content hash replaces how it was named."""
     material = training_config(cfg)
