@@ -83,3 +83,21 @@ def test_rows_keep_extra_key_columns():
     results = _completed({"msp": 0.2}, 0.5, "ce")
     results["scorers"] = [{**results["scorers"][0], "dataset": "smiyc_anomaly"}, {**results["scorers"][0], "dataset": "fishyscapes"}]
     assert [r["dataset"] for r in run_rows(results)] == ["smiyc_anomaly", "fishyscapes"]
+
+
+def test_family_and_method_columns_come_from_the_jobs_choices_when_presets_vary_them(tmp_path):
+    """+sweep=families: jobs differ by experiment preset only; the report still shows model (family) and loss (method)."""
+    from hazardseg.report import write_sweep_report
+
+    sweep = tmp_path / "families"
+    for num, (preset, model, loss) in enumerate([("families/deeplabv3plus", "deeplabv3plus", "ce"),
+                                                 ("families/rba", "mask2former", "rba"), ("families/uno", "mask2former", "uno")]):
+        results = _completed({"msp": 0.2 + num / 10}, 0.6, loss)
+        results["choices"]["model"] = model
+        _job(sweep, num, [f"experiment={preset}", "+sweep=families"], results)
+    write_sweep_report(sweep, plots=False)
+    header = (sweep / "sweep_report.md").read_text().split("\n| job ")[1].split("\n")[0]
+    assert header.startswith("| experiment | model | loss | dataset | scorer |")
+    with open(sweep / "sweep_report.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["model"], r["loss"]) for r in rows] == [("deeplabv3plus", "ce"), ("mask2former", "rba"), ("mask2former", "uno")]
