@@ -5,6 +5,8 @@ It stands below every other module (torch only), so metrics, scorers, models and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -29,3 +31,16 @@ def resize(values: Tensor, size: tuple[int, int], stride: int | None = None) -> 
             x = F.interpolate(x, scale_factor=stride, mode="bilinear", align_corners=False)
         x = x[..., : size[0], : size[1]]
     return x.reshape(*lead, *x.shape[-2:])
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Pad an (..., H, W) input at the bottom and right (replicate) to multiples of ``multiple``: networks take
+    inputs of any size this way and crop their outputs back (:func:`crop`)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if (ph or pw) else x
+
+
+def crop(x: Tensor, size: Sequence[int]) -> Tensor:
+    """The top-left ``size`` of an (..., H, W) map: what of a padded input's output covers the input."""
+    return x[..., : size[0], : size[1]]

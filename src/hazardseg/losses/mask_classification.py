@@ -19,7 +19,7 @@ from torch import Tensor
 
 from hazardseg.data.labels import IGNORE_LABEL, OUTLIER_LABEL
 from hazardseg.errors import ConfigError
-from hazardseg.losses.base import LossTerm
+from hazardseg.losses.base import LossTerm, inliers, outliers
 
 OUTLIER_MODES = ("ignore", "negative")
 
@@ -74,8 +74,7 @@ class MaskClassificationLoss(LossTerm):
         aux = None if not aux else [{"masks_queries_logits": a["mask_logits"], "class_queries_logits": a["class_logits"]} for a in aux]
         terms = criterion(masks_queries_logits=mask_logits, class_queries_logits=class_logits, mask_labels=mask_labels,
                           class_labels=class_labels, auxiliary_predictions=aux)
-        weights = {"loss_cross_entropy": self.settings["class_weight"], "loss_mask": self.settings["mask_weight"],
-                   "loss_dice": self.settings["dice_weight"]}
+        weights = criterion.weight_dict  # transformers' model weights its loss terms itself; so does this term
         return sum(weights[next(k for k in weights if name.startswith(k))] * value for name, value in terms.items())
 
     def targets(self, target: Tensor, negative_class: int | None) -> tuple[list[Tensor], list[Tensor]]:
@@ -115,13 +114,44 @@ def _set_criterion(num_labels: int, settings: Mapping[str, Any]):
                 num_masks = num_masks / torch.distributed.get_world_size()
             return torch.clamp(num_masks, min=1)
 
-    from hazardseg.models.mask2former import _quiet_transformers
-
-    with _quiet_transformers():
-        config = Mask2FormerConfig(num_labels=num_labels, **settings)
+    config = Mask2FormerConfig(num_labels=num_labels, **settings)  # the default backbone: it logs nothing
     weight_dict = {"loss_cross_entropy": settings["class_weight"], "loss_mask": settings["mask_weight"],
                    "loss_dice": settings["dice_weight"]}
     return DistributedMask2FormerLoss(config, weight_dict)
+
+
+class QueryOutlierLoss(LossTerm):
+    """A loss on an anomaly score of ``s`` for inlier and pasted-outlier pixels, summed over decoder layers: the
+    form of RbA's and Mask2Anomaly's official criteria. ``s`` is computed at the masks' resolution and the score
+    upsampled to the label size (:func:`to_label_size`); subclasses give :meth:`score` and :meth:`layer_loss`."""
+
+    reads_queries = True
+
+    def __init__(self, weight: float = 1.0, deep_supervision: bool = True):
+        super().__init__(weight, output="class_logits")
+        self.deep_supervision = bool(deep_supervision)
+
+    @property
+    def uses_outliers(self) -> bool:
+        return True
+
+    def score(self, s: Tensor) -> Tensor:
+        """(N, K, h, w) semantic scores -> (N, h, w) anomaly score."""
+        raise NotImplementedError
+
+    def layer_loss(self, score: Tensor, is_in: Tensor, is_out: Tensor) -> Tensor:
+        """One decoder layer's loss from its score at label size and the inlier / outlier pixel masks."""
+        raise NotImplementedError
+
+    def forward(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> Tensor:
+        target = batch["mask"]
+        is_in, is_out = inliers(target), outliers(target)
+        k = known_classes(outputs)
+        total = 0.0
+        for class_logits, mask_logits in query_layers(outputs, self.deep_supervision):
+            score = to_label_size(self.score(semantic_at_mask_resolution(class_logits, mask_logits, k)), target.shape[-2:])
+            total = total + self.layer_loss(score, is_in, is_out)
+        return total
 
 
 def query_layers(outputs: Mapping[str, Any], deep_supervision: bool) -> list[tuple[Tensor, Tensor]]:

@@ -17,45 +17,30 @@ Ignored pixels (255) count in neither mean.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch.nn.functional as F
 from torch import Tensor
 
-from hazardseg.losses.base import LossTerm, inliers, masked_mean, outliers
-from hazardseg.losses.mask_classification import known_classes, query_layers, semantic_at_mask_resolution, to_label_size
+from hazardseg.losses.base import masked_mean
+from hazardseg.losses.mask_classification import QueryOutlierLoss
 
 
-class RbAOutlierLoss(LossTerm):
+class RbAOutlierLoss(QueryOutlierLoss):
     """Squared hinge on the RbA score of inlier and pasted-outlier pixels, summed over decoder layers."""
-
-    reads_queries = True
 
     def __init__(self, weight: float = 1.0, inlier_threshold: float = 0.0, outlier_threshold: float = 5.0,
                  deep_supervision: bool = True):
-        super().__init__(weight, output="class_logits")
+        super().__init__(weight, deep_supervision)
         self.inlier_threshold = float(inlier_threshold)
         self.outlier_threshold = float(outlier_threshold)
-        self.deep_supervision = bool(deep_supervision)
 
-    @property
-    def uses_outliers(self) -> bool:
-        return True
+    def score(self, s: Tensor) -> Tensor:
+        return -s.tanh().sum(1)
 
-    def forward(self, outputs: Mapping[str, Any], batch: Mapping[str, Any]) -> Tensor:
-        target = batch["mask"]
-        is_in, is_out = inliers(target), outliers(target)
-        k = known_classes(outputs)
-        total = 0.0
-        for class_logits, mask_logits in query_layers(outputs, self.deep_supervision):
-            s = semantic_at_mask_resolution(class_logits, mask_logits, k)
-            score = to_label_size(-s.tanh().sum(1), target.shape[-2:])
-            loss = masked_mean(F.relu(score - self.inlier_threshold) ** 2, is_in)
-            if bool(is_out.any()):
-                loss = 0.5 * (loss + masked_mean(F.relu(self.outlier_threshold - score) ** 2, is_out))
-            total = total + loss
-        return total
+    def layer_loss(self, score: Tensor, is_in: Tensor, is_out: Tensor) -> Tensor:
+        loss = masked_mean(F.relu(score - self.inlier_threshold) ** 2, is_in)
+        if bool(is_out.any()):
+            loss = 0.5 * (loss + masked_mean(F.relu(self.outlier_threshold - score) ** 2, is_out))
+        return loss
 
     def extra_repr(self) -> str:
         return (f"weight={self.weight}, inlier_threshold={self.inlier_threshold}, outlier_threshold={self.outlier_threshold}, "

@@ -25,10 +25,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hazardseg.errors import ConfigError
+from hazardseg.maps import crop, pad_to_multiple
 from hazardseg.models.base import SegmentationNetwork
 from hazardseg.models.outputs import SegmentationOutput, semantic_scores
 from hazardseg.models.weights import HUB_HOST, hub_reachable
@@ -113,13 +113,13 @@ class Mask2FormerNet(SegmentationNetwork):
 
     def forward(self, image: Tensor) -> SegmentationOutput:
         size = tuple(image.shape[-2:])
-        padded = _pad_to_multiple(image, self.pad_multiple)
+        padded = pad_to_multiple(image, self.pad_multiple)
         out = self.hf(pixel_values=padded, output_auxiliary_logits=self.training and self.hf.config.use_auxiliary_loss)
-        crop = (-(-size[0] // MASK_STRIDE), -(-size[1] // MASK_STRIDE))  # the mask cells the image covers
-        class_logits, mask_logits = out.class_queries_logits.float(), _crop(out.masks_queries_logits, crop).float()
+        covered = (-(-size[0] // MASK_STRIDE), -(-size[1] // MASK_STRIDE))  # the mask cells the image covers
+        class_logits, mask_logits = out.class_queries_logits.float(), crop(out.masks_queries_logits, covered).float()
         result: SegmentationOutput = {
             "logits": semantic_scores(class_logits, mask_logits, size, self.num_classes),
-            "features": _crop(out.pixel_decoder_last_hidden_state, crop),
+            "features": crop(out.pixel_decoder_last_hidden_state, covered),
             "feature_stride": MASK_STRIDE,
             "class_logits": class_logits,
             "mask_logits": mask_logits,
@@ -128,7 +128,7 @@ class Mask2FormerNet(SegmentationNetwork):
             result["negative_class"] = self.num_classes
         if self.training and out.auxiliary_logits is not None:
             result["query_aux"] = [{"class_logits": aux["class_queries_logits"].float(),
-                                    "mask_logits": _crop(aux["masks_queries_logits"], crop).float()} for aux in out.auxiliary_logits]
+                                    "mask_logits": crop(aux["masks_queries_logits"], covered).float()} for aux in out.auxiliary_logits]
         return result
 
     def _mask_embedder(self) -> nn.Module:
@@ -218,13 +218,3 @@ class _quiet_transformers:
 
         hf_logging.set_verbosity(self.hf_level)
         self.logger.setLevel(self.level)
-
-
-def _pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    return F.pad(x, (0, pw, 0, ph), mode="replicate") if (ph or pw) else x
-
-
-def _crop(x: Tensor, size: Sequence[int]) -> Tensor:
-    return x[..., : size[0], : size[1]]

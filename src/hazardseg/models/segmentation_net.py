@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hazardseg.errors import ConfigError
+from hazardseg.maps import crop, pad_to_multiple
 from hazardseg.models.base import SegmentationNetwork
 from hazardseg.models.head import Head
 from hazardseg.models.outputs import RESERVED_KEYS, SegmentationOutput
@@ -80,12 +81,12 @@ class SegmentationNet(SegmentationNetwork):
         size = image.shape[-2:]
         if self.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
-        padded = _pad_to_multiple(image, self.pad_multiple)
+        padded = pad_to_multiple(image, self.pad_multiple)
         stages = self.net.encoder(padded)
         features = self.net.decoder(stages)
         stride = padded.shape[-1] // features.shape[-1]
         out: SegmentationOutput = {
-            "logits": _crop(_in_float32(self.net.segmentation_head, features), size),
+            "logits": crop(_in_float32(self.net.segmentation_head, features), size),
             "features": features,
             "feature_stride": stride,
         }
@@ -96,7 +97,7 @@ class SegmentationNet(SegmentationNetwork):
                 value = self.net.segmentation_head[1](head(features) if head.training_only else _in_float32(head, features))
             else:
                 value = F.interpolate(head(stages[head.in_stage]), size=padded.shape[-2:], mode="bilinear", align_corners=False)
-            out[name] = _crop(value, size)
+            out[name] = crop(value, size)
         return out
 
 
@@ -148,13 +149,3 @@ def _input_multiple(model: nn.Module) -> int:
     # SMP rejects inputs not divisible by the encoder's output stride; we pad instead so any image size
     # (e.g. 720x1280 full-resolution evaluation with a stride-32 U-Net) just works.
     return int(getattr(model.encoder, "output_stride", 32))
-
-
-def _pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    return F.pad(x, (0, pw, 0, ph), mode="replicate") if (ph or pw) else x
-
-
-def _crop(x: Tensor, size) -> Tensor:
-    return x[..., : size[0], : size[1]]
