@@ -626,3 +626,14 @@ def test_bin_index_matches_scalar_definition() -> None:
         torch.tensor([0.0, -0.0, math.inf, -math.inf, 2.0**-40, -(2.0**-40), 2.0**23, -(2.0**23), 1e-45]),
     ])
     assert bin_index(values).tolist() == [bin_of(v) for v in values.tolist()]
+
+
+def test_update_outside_inference_mode_after_one_inside_it():
+    """The shared scratch buffers made in Lightning's test loop (inference mode) must not break a later update
+    outside it (an in-place write into an inference tensor raises there)."""
+    scores, labels = torch.randn(4, 24, 40), torch.rand(4, 24, 40) < 0.1
+    with torch.inference_mode():
+        AnomalyMetrics().update(scores, labels)
+    metric = AnomalyMetrics()
+    metric.update(scores, labels)
+    assert 0.0 <= metric.compute()["auroc"] <= 1.0

@@ -347,7 +347,10 @@ def _scratch(n: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     thread (one scorer's update finishes with them before the next starts) and kept at the largest size seen
     (a dataset's last, smaller batch gets views): fresh multi-MB buffers cost page faults on every batch."""
     buffers = getattr(_SCRATCH, "buffers", None)
-    if buffers is None or buffers[0].numel() < n or buffers[0].device != device:
+    # Buffers made under torch.inference_mode (Lightning's test loop) are inference tensors: outside it (a metric
+    # updated directly) they cannot be written in place, so they are made anew there.
+    stale = buffers is not None and buffers[0].is_inference() and not torch.is_inference_mode_enabled()
+    if buffers is None or stale or buffers[0].numel() < n or buffers[0].device != device:
         buffers = (torch.empty(n, dtype=torch.int32, device=device), torch.empty(n, dtype=torch.int32, device=device),
                    torch.empty(n, dtype=torch.int64, device=device))
         _SCRATCH.buffers = buffers
