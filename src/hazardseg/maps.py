@@ -1,4 +1,5 @@
-"""Per-pixel maps: the one resize that score maps, feature maps and semantic maps go through.
+"""Per-pixel maps: the one resize that score maps, feature maps and semantic maps go through, and the
+pad-to-a-multiple / crop-back that lets every network family take inputs of any size.
 
 It stands below every other module (torch only), so metrics, scorers, models and callbacks share it.
 """
