@@ -637,3 +637,32 @@ def test_update_outside_inference_mode_after_one_inside_it():
     metric = AnomalyMetrics()
     metric.update(scores, labels)
     assert 0.0 <= metric.compute()["auroc"] <= 1.0
+
+
+def test_histogram_sparse_case_on_the_cpu_equals_the_unique_path() -> None:
+    """The per-image histogram's sparse case (bin span above the pixel count) sorts codes with numpy on the CPU; it
+    gives torch.unique's bins, counts and tie flags exactly, with infinities, tiny and tied scores, few and many
+    anomalies."""
+    gen = torch.Generator().manual_seed(1)
+    for trial in range(60):
+        n = int(torch.randint(1, 4000, (1,), generator=gen))
+        scale = 10 ** float(torch.rand(1, generator=gen) * 6)
+        s = (torch.randn(n, generator=gen) * scale).round(decimals=trial % 4)
+        if trial % 3 == 0:
+            s[: n // 3] = float("inf")
+        if trial % 5 == 0:
+            s = s * 1e-14
+        if trial % 7 == 0:
+            s[n // 2 :] = float("-inf")
+        labels = torch.rand(n, generator=gen) < (0.2 if trial % 2 else 0.9)
+        idx = bin_index(s)
+        gmin = int(idx.min())
+        idx -= gmin
+        bins, inverse = torch.unique(idx, return_inverse=True)
+        k = bins.numel()
+        want_distinct = anomaly._distinct(inverse[labels], anomaly._low_bits(s[labels]), k)
+        want_counts = torch.bincount(inverse + labels * k, minlength=2 * k).view(2, k)
+        got_bins, got_counts, got_distinct = anomaly._sorted_histogram(idx, labels, s, gmin)
+        assert torch.equal(got_bins.long(), bins.long() + gmin), trial
+        assert torch.equal(got_counts, want_counts), trial
+        assert torch.equal(got_distinct, want_distinct), trial

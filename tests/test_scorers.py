@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import Tensor
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -490,3 +491,65 @@ def test_panel_anomaly_column_handles_infinite_msp() -> None:
     assert np.isfinite([lo, hi]).all() and lo == scores[torch.isfinite(scores)].min().item() and lo < hi
     panel, _ = prediction_panel(torch.zeros(3, 4, 5), torch.zeros(4, 5, dtype=torch.long), logits, 3, "x", anomaly=scores)
     assert panel.dtype == np.uint8 and panel.ndim == 3
+
+
+@pytest.mark.parametrize("cls", [MSP, Entropy, Energy])
+def test_banded_scoring_equals_one_pass(cls: type[Scorer], monkeypatch) -> None:
+    """Pixelwise scorers run on bands of rows on the CPU (hazardseg.maps.in_bands): bit for bit the one-pass values
+    at a width that is a multiple of 64 (every benchmark's), across band edges, the images of a batch and
+    non-finite logits; within float32 rounding at any other width."""
+    import hazardseg.maps as maps
+
+    scorer = cls()
+    for width, exact in ((64, True), (7, False)):
+        logits = torch.randn(2, 5, 11, width) * 6
+        logits[0, :, 4, 3] = float("-inf")
+        logits[1, 2, 9, 1] = float("inf")
+        one_pass = scorer.score(logits, None).float()
+        monkeypatch.setattr(maps, "BAND_ELEMENTS", 5 * width * 3)  # bands of a few rows
+        banded = scorer(logits)
+        monkeypatch.undo()
+        tolerance = 0.0 if exact else 1e-6  # (an all -inf pixel is NaN in both)
+        torch.testing.assert_close(banded, one_pass, rtol=tolerance, atol=tolerance, equal_nan=True)
+
+
+def test_banded_scoring_is_exact_at_a_benchmark_size() -> None:
+    """2048 x 1024 with 13 classes: several bands of the default size, the same bits as one pass."""
+    logits = torch.randn(1, 13, 1024, 2048) * 4
+    for scorer in (MSP(), Entropy()):
+        assert torch.equal(scorer(logits), scorer.score(logits, None))
+
+
+def test_in_bands_returns_every_output_and_runs_once_off_the_cpu_sized_input(monkeypatch) -> None:
+    import hazardseg.maps as maps
+
+    calls = []
+
+    def fn(band: Tensor) -> tuple[Tensor, Tensor]:
+        calls.append(tuple(band.shape))
+        return band.amax(1), band.argmax(1)
+
+    x = torch.randn(2, 3, 40, 4)
+    monkeypatch.setattr(maps, "BAND_ELEMENTS", 3 * 4 * 16)  # 16 rows of 4 = 64 pixels a band
+    values, index = maps.in_bands(fn, x)
+    assert torch.equal(values, x.amax(1)) and torch.equal(index, x.argmax(1)) and index.dtype == torch.int64
+    assert calls == [(1, 3, 16, 4), (1, 3, 16, 4), (1, 3, 8, 4)] * 2
+    calls.clear()
+    monkeypatch.setattr(maps, "BAND_ELEMENTS", 3 * 4 * 20)  # 20 rows would not be a multiple of 64 pixels: 16
+    maps.in_bands(fn, x[:1])
+    assert calls == [(1, 3, 16, 4), (1, 3, 16, 4), (1, 3, 8, 4)]
+    calls.clear()
+    monkeypatch.setattr(maps, "BAND_ELEMENTS", 1 << 21)
+    maps.in_bands(fn, x[:1])
+    assert calls == [(1, 3, 40, 4)]  # fits one band: one call on the input as it is
+
+
+def test_sml_banded_standardisation_equals_one_pass(monkeypatch) -> None:
+    import hazardseg.maps as maps
+
+    sml = SML()
+    sml.fit([{"logits": torch.randn(2, 4, 16, 16) * 3}])
+    logits = torch.randn(1, 4, 48, 32) * 3
+    whole = sml(logits)
+    monkeypatch.setattr(maps, "BAND_ELEMENTS", 4 * 32 * 6)  # bands of 6 rows (192 pixels)
+    assert torch.equal(sml(logits), whole)

@@ -548,3 +548,39 @@ def test_compute_all_shares_frames_and_equals_each_evaluator_alone(tmp_path):
         want = ev.compute()
         assert want["num_gt_components"] > 0 and _same(got, want)
     assert not any((tmp_path / "a").glob(".smiyc-maps-*"))  # scratch maps removed
+
+
+def test_above_compares_float16_scores_as_numpy_does() -> None:
+    from hazardseg.metrics.smiyc import above
+
+    rng = np.random.default_rng(0)
+    special = np.array([0, -0.0, np.inf, -np.inf, 65504, -65504, 6e-8, -6e-8], np.float16)
+    values = np.concatenate([rng.standard_normal(20000).astype(np.float16), special,
+                             (rng.standard_normal(1000) * 1e-6).astype(np.float16)])
+    for threshold in [*rng.standard_normal(50), 0.0, -0.0, np.inf, -np.inf, 1e-7, -1e-7, 7e4, -7e4, 65504.0]:
+        with np.errstate(over="ignore"):
+            want = values > np.float16(threshold)
+        assert np.array_equal(above(values, threshold), want), threshold
+
+
+def test_parallel_component_pass_equals_one_thread(monkeypatch, tmp_path) -> None:
+    """compute_all's component pass in worker threads appends every frame's statistics in the order one thread
+    does: the same numbers to the last digit."""
+    from hazardseg.metrics import benchmark
+
+    def evaluate(workers: int) -> list[dict]:
+        monkeypatch.setattr(benchmark, "component_workers", lambda: workers)
+        frames = benchmark.LabelledFrames()
+        rng = np.random.default_rng(3)
+        evaluators = [benchmark.BenchmarkEvaluator(tmp_path / f"w{workers}", f"m{k}", track="obstacle", frames=frames)
+                      for k in range(3)]
+        for f in range(7):
+            label = random_label(rng, 160, 96, blobs=4)
+            for k, ev in enumerate(evaluators):
+                noise = ndimage.uniform_filter(rng.standard_normal(label.shape), 3).astype(np.float32)
+                ev.add(f"frame{f}", "", torch.from_numpy(noise + (label == 1) * 0.3 * (k + 1)), torch.from_numpy(label))
+        return benchmark.compute_all(evaluators)
+
+    one, two = evaluate(1), evaluate(2)
+    assert len(one) == 3 and sum(r["num_pred_components"] for r in one) > 20, [r["num_pred_components"] for r in one]
+    assert repr(one) == repr(two)  # every number, NaN included, to the last digit

@@ -218,6 +218,13 @@ def _flat_inputs(scores: Tensor, is_anomaly: Tensor, valid: Tensor | None) -> tu
     return scores, labels, None if valid is None else valid.reshape(-1).to(torch.bool)
 
 
+def _valid_only(scores: Tensor, labels: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """The valid pixels' scores and labels (1-D CPU tensors), through numpy's boolean indexing: 1.2 ms for a
+    2048x1024 map where torch's takes 7-11 ms."""
+    keep = valid.numpy()
+    return torch.from_numpy(scores.detach().numpy()[keep]), torch.from_numpy(labels.numpy()[keep])
+
+
 _NAN_MESSAGE = "scores contain NaN; anomaly scores must be numbers (+-inf are allowed)"
 
 
@@ -243,7 +250,7 @@ def histogram(
     """
     scores, labels, valid = _flat_inputs(scores, is_anomaly, valid)
     if valid is not None:
-        scores, labels = scores[valid], labels[valid]
+        scores, labels = _valid_only(scores, labels, valid) if _host_sync_is_free(scores.device) else (scores[valid], labels[valid])
     if scores.numel() == 0:
         return None
     if bool(torch.isnan(scores).any()):
@@ -252,6 +259,8 @@ def histogram(
     gmin_t, gmax_t = torch.aminmax(idx)
     gmin, span = int(gmin_t), int(gmax_t) - int(gmin_t) + 1
     idx -= gmin
+    if span > idx.numel() and _host_sync_is_free(idx.device):
+        return _sorted_histogram(idx, labels, scores, gmin)
     if span > idx.numel():
         bins, inverse = torch.unique(idx, return_inverse=True)
         k = bins.numel()
@@ -262,6 +271,36 @@ def histogram(
     idx.add_(labels, alpha=span)
     counts = torch.bincount(idx, minlength=2 * span).view(2, span)
     return gmin, counts, distinct
+
+
+def _sorted_histogram(idx: Tensor, labels: Tensor, scores: Tensor, gmin: int) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`histogram`'s sparse case on the CPU, from one numpy sort (vectorised: 7 ms for 1.5M pixels, where
+    ``torch.unique(return_inverse=True)`` takes 25 ms): the same occupied bins, counts and flags.
+
+    Each pixel's int32 code is ``bin << 8 | label << 7 | low bits`` (low bits for anomaly pixels only; bins relative
+    to ``gmin`` stay below ``2**23``), so the sorted distinct codes give the counts per bin and class, and a bin
+    whose anomaly pixels share one value holds exactly one anomaly code (the flags of :func:`_distinct`).
+    """
+    anomalous = labels.numpy()
+    low = _low_bits(scores).numpy() if sys.byteorder == "little" else _low_bits(scores).numpy().copy()
+    codes = idx.numpy() << 8
+    codes |= (anomalous * np.uint8(0x80 | _LOW_MASK)) & (low | np.uint8(0x80))  # 0 for normal pixels
+    codes.sort()
+    starts = np.flatnonzero(np.diff(codes, prepend=codes[0] - 1))  # first position of each distinct code
+    group = codes[starts] >> 7  # bin << 1 | label of each distinct code
+    first = np.flatnonzero(np.diff(group, prepend=group[0] - 1))  # first distinct code of each (bin, label)
+    key, values = group[first], np.diff(first, append=group.size)  # values: distinct codes per (bin, label)
+    count = np.diff(starts[first], append=codes.size)  # pixels per (bin, label)
+    bin_of_key = key >> 1
+    new_bin = np.diff(bin_of_key, prepend=bin_of_key[0] - 1) != 0
+    slot = np.cumsum(new_bin) - 1  # each (bin, label)'s bin among the occupied ones
+    counts = np.zeros((2, int(slot[-1]) + 1), np.int64)
+    counts[key & 1, slot] = count
+    # a bin's anomaly pixels share one value iff they hold one code (a bin without anomalies: True, as _distinct)
+    distinct = np.ones(counts.shape[1], bool)
+    anomaly = (key & 1) == 1
+    distinct[slot[anomaly]] = values[anomaly] > 1
+    return torch.from_numpy(bin_of_key[new_bin] + gmin), torch.from_numpy(counts), torch.from_numpy(distinct)
 
 
 def _compact(counts: Tensor, distinct: Tensor) -> tuple[Tensor, Tensor]:
@@ -482,6 +521,9 @@ class AnomalyMetrics(Metric):
                 "move the metric to the scores' device with metric.to(scores.device)"
             )
         scores, labels, valid = _flat_inputs(scores, is_anomaly, valid)
+        if valid is not None and _host_sync_is_free(scores.device):
+            scores, labels = _valid_only(scores, labels, valid)  # cheaper than weights on the host
+            valid = None
         n = scores.numel()
         if n == 0:
             return

@@ -389,17 +389,32 @@ def _dense_prediction(truth: FrameGroundTruth, hit: np.ndarray) -> tuple[np.ndar
     return pixels, labelled.ravel()[pixels].astype(np.int64), n_pred
 
 
+def _ordered16(values: np.ndarray) -> np.ndarray:
+    """int16 keys of float16 values (no NaN) in the same order: sign-magnitude bits to two's complement."""
+    bits = values.view(np.int16)
+    return bits ^ ((bits >> 15) & np.int16(0x7FFF))
+
+
+def above(scores16: np.ndarray, threshold: float) -> np.ndarray:
+    """``scores16 > float16(threshold)`` for float16 scores without NaN (the metrics refuse NaN before), compared as
+    int16 keys: 0.8 ms for 1.5M values where numpy's float16 comparison takes 5 ms. ``-0.0`` as the threshold is
+    taken as ``+0.0``, which the float comparison treats as equal to it."""
+    with np.errstate(over="ignore"):  # a threshold beyond float16's range becomes +-inf, as np.float16() makes it
+        t = np.array([threshold], np.float16)
+    t[t == 0] = 0  # -0.0 -> +0.0: its key would sit below +0.0's
+    return _ordered16(scores16) > _ordered16(t)[0]
+
+
 def components_of(truth: FrameGroundTruth, roi_scores16: np.ndarray, threshold: float, flt: ComponentFilter) -> FrameComponents:
     """Component statistics of one frame from its ground truth and the float16 scores of its ROI pixels (in
     ``truth.roi`` order). The prediction is labelled inside its bounding box, only the pixels that are predicted or
     ground-truth anomaly are counted, and the (GT component, predicted component) overlaps go through a sparse
     table, instead of the benchmark's full-frame scans per component; the numbers are the same."""
-    hit = roi_scores16 > np.float16(threshold)  # void is never predicted
-    predicted = truth.roi[hit]
-    if predicted.size > truth.roi.size // DENSE_PREDICTION:
+    hit = above(roi_scores16, threshold)  # void is never predicted
+    if np.count_nonzero(hit) > truth.roi.size // DENSE_PREDICTION:
         pixels, p, n_pred = _dense_prediction(truth, hit)
     else:
-        pixels, p, n_pred = _sparse_prediction(truth, predicted)
+        pixels, p, n_pred = _sparse_prediction(truth, truth.roi[hit])
     g = truth.gt_cc[pixels].astype(np.int64)
     n_gt = truth.n_gt
     # drop small predictions (sizes over the whole frame, void already excluded), renumber the rest 1..m
@@ -487,9 +502,14 @@ class SmiycComponentMetric(Metric):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
     def update(self, scores16=None, labels=None, *, truth: FrameGroundTruth | None = None,
-               roi_scores16: np.ndarray | None = None) -> None:
-        """Frames as ``(scores16, labels)``, or one frame as its ground truth (shared by the scorers) and the
-        float16 scores of its ROI pixels (``truth=..., roi_scores16=...``)."""
+               roi_scores16: np.ndarray | None = None, components: FrameComponents | None = None) -> None:
+        """Frames as ``(scores16, labels)``; or one frame as its ground truth (shared by the scorers) and the
+        float16 scores of its ROI pixels (``truth=..., roi_scores16=...``); or one frame's component statistics
+        computed elsewhere at this metric's threshold and filter (``components=``: the parallel component pass of
+        :func:`hazardseg.metrics.benchmark.compute_all`)."""
+        if components is not None:
+            self._append(components)
+            return
         if truth is not None:
             self._add(truth, roi_scores16)
             return
@@ -498,7 +518,9 @@ class SmiycComponentMetric(Metric):
             self._add(truth, s.ravel()[truth.roi])
 
     def _add(self, truth: FrameGroundTruth, roi_scores16: np.ndarray) -> None:
-        stats = components_of(truth, roi_scores16, self.threshold, self.filter)
+        self._append(components_of(truth, roi_scores16, self.threshold, self.filter))
+
+    def _append(self, stats: FrameComponents) -> None:
         self.siou_gt.append(torch.from_numpy(stats.siou_gt).to(self.device))
         self.siou_pred.append(torch.from_numpy(stats.siou_pred).to(self.device))
         self.ppv.append(torch.from_numpy(stats.ppv).to(self.device))

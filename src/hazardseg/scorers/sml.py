@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from hazardseg.errors import DataError
+from hazardseg.maps import in_bands
 from hazardseg.scorers.base import FittedScorer, batch_logits
 from hazardseg.scorers.postprocess import BoundarySuppression, DilatedSmoothing
 
@@ -103,9 +104,13 @@ class SML(FittedScorer):
                 f"scorer 'sml': statistics were fitted for {self.class_mean.numel()} classes but logits have "
                 f"{logits.shape[1]}; refit or load matching statistics"
             )
-        max_logit, pred = logits.max(dim=1)
         mean, std = self.class_mean.to(logits.device), self.class_std.to(logits.device)
-        sml = (max_logit - mean[pred]) / std[pred]
+
+        def standardised(band: Tensor) -> tuple[Tensor, Tensor]:  # per pixel, so it runs on bands of rows
+            max_logit, pred = band.max(dim=1)
+            return (max_logit - mean[pred]) / std[pred], pred
+
+        sml, pred = in_bands(standardised, logits)
         if self.suppress is not None:
             sml = self.suppress(sml, pred)
         if self.smooth is not None:

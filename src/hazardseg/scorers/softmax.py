@@ -45,6 +45,7 @@ class MSP(Scorer):
     """
 
     name = "msp"
+    pixelwise = True
 
     def score(self, logits: Tensor, features: Tensor | None) -> Tensor:
         top, argmax = logits.max(dim=1, keepdim=True)
@@ -76,6 +77,7 @@ class Entropy(Scorer):
     """
 
     name = "entropy"
+    pixelwise = True
 
     def score(self, logits: Tensor, features: Tensor | None) -> Tensor:
         top, argmax = logits.max(dim=1, keepdim=True)
@@ -97,6 +99,7 @@ class Energy(Scorer):
     """
 
     name = "energy"
+    pixelwise = True
 
     def __init__(self, temperature: float = 1.0) -> None:
         super().__init__()
