@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from conftest import REPO, SAMPLES
-from hazardseg.callbacks.prediction_writer import STRIP
+from hazardseg.callbacks.prediction_writer import STRIP, PredictionWriter, argmax_classes
 from hazardseg.errors import ConfigError, DataError
 from hazardseg.pipeline import predict
 
@@ -69,7 +69,8 @@ def test_predict_on_a_folder_of_genuine_frames(checkpoint, frames, make_cfg):
         width, height = Image.open(frames / path.name).size
         assert Image.open(out / "segmentation" / f"{path.stem}.png").size == (width, height)  # native size
         for scorer in ("msp", "energy"):
-            assert Image.open(out / "anomaly" / scorer / f"{path.stem}.png").size == (width, height + STRIP)
+            heat_map = Image.open(out / "anomaly" / scorer / f"{path.stem}.jpg")
+            assert heat_map.format == "JPEG" and heat_map.size == (width, height + STRIP)
     rows = list(csv.DictReader((out / "index.csv").open()))
     assert len(rows) == 3 * 2 and {r["scorer"] for r in rows} == {"msp", "energy"}
     for row in rows:  # the flagged share is what the threshold flags on the frame's own map
@@ -153,7 +154,7 @@ def test_predict_command_as_typed(checkpoint, tmp_path):
     (run,) = (tmp_path / "outputs" / "predict" / "runs").iterdir()
     results = json.loads((run / "results.json").read_text())
     assert results["thresholds"] == {"msp": {"threshold": -0.5, "source": "predict.threshold"}}
-    assert (run / "anomaly" / "msp" / "frame.png").is_file()
+    assert (run / "anomaly" / "msp" / "frame.jpg").is_file()
     missing = subprocess.run([sys.executable, str(REPO / "predict.py"), f"ckpt_path={checkpoint}"], cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith("error: input is not set. Fix: python predict.py")
@@ -169,3 +170,61 @@ def test_given_threshold_with_a_scorer_that_needs_statistics(checkpoint, make_cf
     assert "scorer 'sml': fitting statistics on the training split" in capsys.readouterr().out
     rows = list(csv.DictReader((Path(results["predictions"]["out_dir"]) / "index.csv").open()))
     assert [(r["frame"], r["scorer"], float(r["threshold"])) for r in rows] == [("frame", "sml", 0.5)]
+
+
+def test_argmax_classes_is_torch_argmax_with_ties_to_the_first() -> None:
+    logits = torch.randint(-3, 3, (13, 37, 53)).float()  # many ties
+    assert torch.equal(argmax_classes(logits).long(), logits.argmax(0))
+    assert argmax_classes(logits).dtype == torch.uint8
+    many = torch.randn(300, 4, 5)
+    assert torch.equal(argmax_classes(many), many.argmax(0))  # more classes than uint8 holds: int64
+
+
+def test_heat_maps_as_png_on_request_and_a_bad_format_named(checkpoint, make_cfg, tmp_path):
+    image = tmp_path / "in" / "frame.jpg"
+    image.parent.mkdir()
+    Image.fromarray(np.full((72, 128, 3), 90, np.uint8)).save(image)
+    results = predict(make_cfg([f"ckpt_path={checkpoint}", f"input={image}", "predict.image_format=png",
+                                "predict.threshold=-0.5", *QUIET], config_name="predict"))
+    heat_map = Image.open(Path(results["predictions"]["out_dir"]) / "anomaly" / "msp" / "frame.png")
+    assert heat_map.format == "PNG" and heat_map.size == (128, 72 + STRIP)
+    with pytest.raises(ConfigError, match=r"predict.image_format='gif': expected one of \['jpg', 'png'\]"):
+        PredictionWriter(str(tmp_path), image_format="gif")
+
+
+def test_prefetched_frames_keep_order_raise_errors_in_place_and_stop_when_closed() -> None:
+    import threading
+    import time
+
+    from hazardseg.data.frames import prefetched
+
+    assert list(prefetched(iter(range(50)), 2)) == list(range(50))
+
+    def failing():
+        yield 1
+        yield 2
+        raise ValueError("frame 3 is broken")
+
+    got = []
+    with pytest.raises(ValueError, match="frame 3 is broken"):
+        for item in prefetched(failing(), 2):
+            got.append(item)
+    assert got == [1, 2]  # everything before the error, in order
+
+    produced, closed = [], threading.Event()
+
+    def endless():
+        try:
+            for i in range(10**9):
+                produced.append(i)
+                yield i
+        finally:
+            closed.set()
+
+    stream = prefetched(endless(), 2)
+    assert next(stream) == 0
+    stream.close()  # the consumer stops (Ctrl-C): the thread stops at its next item and closes the source
+    assert closed.wait(5)
+    count = len(produced)
+    time.sleep(0.3)
+    assert len(produced) == count <= 5
