@@ -316,7 +316,14 @@ def pooled_state(metric: AnomalyMetrics, name: str) -> torch.Tensor:
     return dense if name == "counts" else dense[0]
 
 
-def test_construction_is_free_and_state_grows_with_what_was_seen() -> None:
+@pytest.fixture
+def histogram_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every pixel straight into the histogram: for the tests that look at its blocks (small evaluations on the
+    CPU otherwise keep their pixels as they are, SORT_BELOW_PIXELS)."""
+    monkeypatch.setattr(anomaly, "SORT_BELOW_PIXELS", 0)
+
+
+def test_construction_is_free_and_state_grows_with_what_was_seen(histogram_only) -> None:
     metric = AnomalyMetrics()
     assert metric.counts.numel() == 0 and metric.state_bytes() < 2**20  # the block table only
     metric.update(torch.full((1000,), 0.5), torch.zeros(1000, dtype=torch.bool))
@@ -339,7 +346,7 @@ def test_streaming_equals_single_update() -> None:
     assert one.compute() == many.compute()
 
 
-def test_ddp_style_merge_equals_single_object() -> None:
+def test_ddp_style_merge_equals_single_object(histogram_only) -> None:
     scores, labels = realistic("gauss_mix", 100_000, seed=9)
     full, a, b = AnomalyMetrics(), AnomalyMetrics(), AnomalyMetrics()
     full.update(scores, labels)
@@ -361,7 +368,7 @@ def test_ddp_style_merge_equals_single_object() -> None:
     assert a.compute() == full.compute()
 
 
-def test_large_evaluations_switch_to_the_dense_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_large_evaluations_switch_to_the_dense_layout(monkeypatch: pytest.MonkeyPatch, histogram_only) -> None:
     monkeypatch.setattr(anomaly, "DENSE_AFTER_PIXELS", 50_000)  # as if 5e7 pixels had been fed
     scores, labels = realistic("entropy", 200_000, seed=13)
     metric = AnomalyMetrics()
@@ -563,7 +570,7 @@ def test_nan_scores_raise_on_every_device(device: str) -> None:
             metric.compute()
 
 
-def test_sync_free_path_equals_host_path(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sync_free_path_equals_host_path(monkeypatch: pytest.MonkeyPatch, histogram_only) -> None:
     # The GPU code path (no gathering, NaN counted for compute) run on the CPU: same states.
     scores, labels = realistic("gauss_mix", 60_000, seed=19)
     valid = torch.rand(60_000, generator=torch.Generator().manual_seed(20)) < 0.8
@@ -594,7 +601,7 @@ def test_scores_on_another_device_raise() -> None:
         AnomalyMetrics().update(torch.rand(4, device="meta"), torch.ones(4, dtype=torch.bool, device="meta"))
 
 
-def test_update_raises_before_a_bin_overflows(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_update_raises_before_a_bin_overflows(monkeypatch: pytest.MonkeyPatch, histogram_only) -> None:
     monkeypatch.setattr(anomaly, "_INT32_MAX", 1000)  # pretend bins hold at most 1000 pixels
     metric = AnomalyMetrics()
     metric.update(torch.full((600,), 0.5), torch.zeros(600, dtype=torch.bool))
@@ -608,7 +615,7 @@ def test_update_raises_before_a_bin_overflows(monkeypatch: pytest.MonkeyPatch) -
     assert int(pooled_state(metric, "counts").sum()) == int(metric.pixels) == 1900  # nothing was added by the failed update
 
 
-def test_compute_detects_wrapped_counts() -> None:
+def test_compute_detects_wrapped_counts(histogram_only) -> None:
     metric = AnomalyMetrics()
     scores = torch.rand(1000)
     metric.update(scores, torch.arange(1000) % 2 == 1)
@@ -666,3 +673,90 @@ def test_histogram_sparse_case_on_the_cpu_equals_the_unique_path() -> None:
         assert torch.equal(got_bins.long(), bins.long() + gmin), trial
         assert torch.equal(got_counts, want_counts), trial
         assert torch.equal(got_distinct, want_distinct), trial
+
+
+
+KEPT_MAPS = ["msp", "entropy", "energy", "gauss_mix", "tied", "infinite", "tiny"]
+
+
+def kept_map(kind: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if kind in ("tied", "infinite", "tiny"):
+        gen = torch.Generator().manual_seed(seed)
+        labels = torch.rand(n, generator=gen) < 0.02
+        scores = torch.randn(n, generator=gen) + labels
+        if kind == "tied":
+            scores = scores.round(decimals=1)
+        elif kind == "infinite":
+            scores[torch.rand(n, generator=gen) < 0.05] = float("inf")
+            scores[torch.rand(n, generator=gen) < 0.05] = float("-inf")
+        else:
+            scores = scores * 1e-13  # around the centre bin
+        return scores, labels
+    return realistic(kind, n, seed)
+
+
+@pytest.mark.parametrize("kind", KEPT_MAPS)
+def test_small_evaluations_keep_their_pixels_and_equal_the_histogram(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Up to SORT_BELOW_PIXELS the CPU metric keeps the pixels and sorts them at compute: every number (metrics,
+    error bounds, curves) equals the histogram's, and the state is 5 bytes a pixel."""
+    scores, labels = kept_map(kind, 120_000, seed=31)
+    kept = AnomalyMetrics()
+    for chunk_s, chunk_y in zip(scores.split(50_000), labels.split(50_000)):
+        kept.update(chunk_s, chunk_y)
+    assert kept.counts.numel() == 0 and kept.state_bytes() == 5 * 120_000
+    with monkeypatch.context() as patch:
+        patch.setattr(anomaly, "SORT_BELOW_PIXELS", 0)
+        binned = AnomalyMetrics()
+        binned.update(scores, labels)
+    assert binned.counts.numel() > 0
+    assert kept.compute() == binned.compute()
+    assert kept.error_bounds() == binned.error_bounds()
+    for key, values in kept.curves().items():
+        np.testing.assert_array_equal(values, binned.curves()[key])
+
+
+def test_kept_pixels_go_into_the_histogram_past_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(anomaly, "SORT_BELOW_PIXELS", 30_000)
+    scores, labels = realistic("entropy", 100_000, seed=32)
+    metric = AnomalyMetrics()
+    metric.update(scores[:20_000], labels[:20_000])
+    assert metric.counts.numel() == 0 and metric._kept_pixels == 20_000
+    metric.update(scores[20_000:], labels[20_000:])  # past the limit: everything into the histogram
+    assert metric._kept_pixels == 0 and metric.counts.numel() > 0
+    metric.update(scores[:10], labels[:10])  # and what follows too
+    assert metric._kept_pixels == 0
+    want = torch.cat([scores, scores[:10]]), torch.cat([labels, labels[:10]])
+    assert metric.compute() == pooled(*want) and int(metric.pixels) == 100_010
+
+
+def test_kept_pixels_survive_forward_merge_sync_and_moves() -> None:
+    scores, labels = realistic("gauss_mix", 60_000, seed=33)
+    want = pooled(scores, labels)
+    via_forward = AnomalyMetrics()
+    via_forward(scores[:30_000], labels[:30_000])  # forward keeps the global state aside and reduces into it
+    via_forward(scores[30_000:], labels[30_000:])
+    assert via_forward.compute() == want
+    a, b = AnomalyMetrics(), AnomalyMetrics()
+    a.update(scores[:25_000], labels[:25_000])
+    b.update(scores[25_000:], labels[25_000:])
+    a.merge_state(b)  # b's kept pixels reach a through its states
+    assert a.compute() == want
+    c = AnomalyMetrics()
+    c.update(scores, labels)
+    cached = c._copy_state_dict()  # what sync() caches before a DDP gather: the kept pixels are in it
+    assert c._kept_pixels == 0 and int(cached["pixels"]) == 60_000 and cached["counts"].numel() > 0
+    d = AnomalyMetrics()
+    d.update(scores, labels)
+    d = d.to("cpu")
+    assert d._kept_pixels == 0 and d.compute() == want
+
+
+def test_kept_pixels_are_copies_of_the_callers_tensors() -> None:
+    scores, labels = realistic("msp", 20_000, seed=34)
+    want = pooled(scores, labels)
+    metric = AnomalyMetrics()
+    s, y = scores.clone(), labels.clone()
+    metric.update(s, y)
+    s.fill_(0.0)  # a caller reusing its buffers for the next batch
+    y.fill_(True)
+    assert metric.compute() == want

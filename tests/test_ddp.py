@@ -29,12 +29,17 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, queue) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
+    from hazardseg.metrics import anomaly
+
     scores, labels = _data()
+    kept = AnomalyMetrics()  # a small evaluation keeps its pixels as they are: sync() puts them into the states
+    kept.update(scores[rank::world], labels[rank::world])
+    anomaly.SORT_BELOW_PIXELS = 0  # from here on, straight into the histogram
     pooled, per_image = AnomalyMetrics(), PerImageAnomalyMetrics()
     pooled.update(scores[rank::world], labels[rank::world])  # each rank sees half of the images
     per_image.update(scores[rank::world], labels[rank::world])
     local_blocks = pooled.offsets >= 0  # each rank allocated the blocks its own pixels reached
-    result = {"pooled": pooled.compute(), "per_image": per_image.compute()}  # compute() syncs states
+    result = {"pooled": pooled.compute(), "per_image": per_image.compute(), "kept": kept.compute()}  # compute() syncs
     result["blocks_restored"] = torch.equal(pooled.offsets >= 0, local_blocks)  # unsync: the local layout again
     # block ids as a plain list: shared tensors die with the worker, and a big pickle would fill the pipe
     queue.put((rank, torch.nonzero(local_blocks).ravel().tolist(), result))
@@ -58,6 +63,7 @@ def test_two_process_gloo_equals_single_process():
     per_image.update(scores, labels)
     for key, value in pooled.compute().items():
         assert distributed["pooled"][key] == pytest.approx(value, abs=1e-12), key
+        assert distributed["kept"][key] == pytest.approx(value, abs=1e-12), key
     for key, value in per_image.compute().items():
         assert distributed["per_image"][key] == pytest.approx(value, abs=1e-12), key
 
