@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -553,3 +554,16 @@ def test_sml_banded_standardisation_equals_one_pass(monkeypatch) -> None:
     whole = sml(logits)
     monkeypatch.setattr(maps, "BAND_ELEMENTS", 4 * 32 * 6)  # bands of 6 rows (192 pixels)
     assert torch.equal(sml(logits), whole)
+
+
+def test_a_traced_banded_scorer_takes_any_size(monkeypatch) -> None:
+    """export.py traces the scorer on a small example: bands must not be baked into the graph."""
+    import hazardseg.maps as maps
+
+    monkeypatch.setattr(maps, "BAND_ELEMENTS", 13 * 64 * 4)  # the example would be 8 bands
+    scorer = Entropy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.trace's deprecation notice
+        traced = torch.jit.trace(lambda x: scorer(x), torch.randn(1, 13, 32, 64))
+    other = torch.randn(2, 13, 48, 80)
+    torch.testing.assert_close(traced(other), scorer.score(other, None))

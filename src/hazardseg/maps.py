@@ -70,10 +70,12 @@ def in_bands(fn: Callable[[Tensor], Tensor | tuple[Tensor, ...]], x: Tensor) -> 
     one-call result where a loop's scalar tail falls elsewhere (a frame whose pixel count per thread is not a
     multiple of 64). At the benchmarks' sizes (2048 x 1024, 1280 x 720) they are identical (tested).
     """
+    if x.device.type != "cpu" or torch.jit.is_tracing():  # a traced graph (export.py) must not fix its bands
+        return fn(x)
     n, c, h, w = x.shape
     align = 64 // math.gcd(w, 64)  # rows per band: a multiple of this many gives a multiple of 64 pixels
     rows = max(align, BAND_ELEMENTS // max(1, c * w) // align * align)
-    if x.device.type != "cpu" or (n == 1 and rows >= h):
+    if n == 1 and rows >= h:
         return fn(x)
     out: tuple[Tensor, ...] | None = None
     single = False
