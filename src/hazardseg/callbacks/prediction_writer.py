@@ -2,7 +2,8 @@
 
 Per frame (at the frame's own size): ``segmentation/<frame>.png`` (class colours), ``anomaly/<scorer>/<frame>.jpg``
 (the score as a heat map over the image, the flagged pixels outlined, a colour bar with the threshold marked and a
-one-line legend; ``.png`` with ``image_format="png"``), optionally ``scores/<scorer>/<frame>.hdf5`` (float16, the benchmark submissions' encoding).
+one-line legend; ``.png`` with ``image_format="png"``), optionally ``scores/<scorer>/<frame>.hdf5`` (float16, the
+benchmark submissions' encoding).
 For a video: ``anomaly_<scorer>.mp4`` at the input's frame rate. At the end: ``index.csv`` (frame, scorer, file,
 flagged share, max score), ``contact_sheet_<scorer>.png`` (the most anomalous frames) and ``thresholds.json``.
 Every file is written atomically; an interrupted run keeps its frames, its index so far and a playable video.

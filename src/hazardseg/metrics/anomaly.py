@@ -149,7 +149,7 @@ _INT32_MAX = 2**31 - 1
 # bins per image): two lanes cut it from 8.3 to 4.2 ms per 921,600-pixel image on 2 cores (measured on the
 # dense layout), for twice the count memory. compute() sums the lanes. A constant, so states of all ranks match.
 LANES = 2
-_LOW_MASK = (1 << _SHIFT) - 1
+_LOW_MASK = (1 << _SHIFT) - 1  # the mantissa bits below the bin resolution: they tell values in a bin apart
 # Two-level state: a key (bin + is_anomaly * CLASS_STRIDE) lives in block key >> BLOCK_BITS; storage is allocated
 # per block. 256 bins (1 KiB of int32 per lane) trade allocation granularity (a stray score costs one block;
 # measured on 1e6-1e7 Gaussian scores: 4096-bin blocks used 1.5x the memory and took 1.4x as long) against the
@@ -164,10 +164,10 @@ _NO_BLOCK = -(1 << 40)  # offset of a block without storage: every pool index th
 # ~0.1 s once; a GPU starts that way). Small and medium evaluations never get there.
 DENSE_AFTER_PIXELS = 50_000_000
 # A metric on the CPU keeps its first pixels as they are (their scores and labels, 5 bytes a pixel) up to this many,
-# and computes from one numpy sort of their codes (:func:`_sorted_histogram`): at 1e6 pixels 3-4x faster than
-# allocating and reading histogram blocks for scores spread over many bins, the same bins, counts and flags.
+# and computes from a numpy sort of their bins (:func:`_sorted_anomaly_bins`): at 1e6 pixels 3-4x faster than
+# allocating and reading histogram blocks for scores spread over many bins, with the same bins, counts and flags.
 # Past it (or before any sync, merge, forward or move) they go into the histogram, and so does all that follows.
-SORT_BELOW_PIXELS = 1 << 21  # the mantissa bits below the bin resolution: they tell values in a bin apart
+SORT_BELOW_PIXELS = 1 << 21
 
 
 def _float_bits(x: float) -> int:
@@ -262,7 +262,8 @@ def histogram(
     """
     scores, labels, valid = _flat_inputs(scores, is_anomaly, valid)
     if valid is not None:
-        scores, labels = _valid_only(scores, labels, valid) if _host_sync_is_free(scores.device) else (scores[valid], labels[valid])
+        on_host = _host_sync_is_free(scores.device)
+        scores, labels = _valid_only(scores, labels, valid) if on_host else (scores[valid], labels[valid])
     if scores.numel() == 0:
         return None
     if bool(torch.isnan(scores).any()):
@@ -294,7 +295,7 @@ def _sorted_histogram(idx: Tensor, labels: Tensor, scores: Tensor, gmin: int) ->
     whose anomaly pixels share one value holds exactly one anomaly code (the flags of :func:`_distinct`).
     """
     anomalous = labels.numpy()
-    low = _low_bits(scores).numpy() if sys.byteorder == "little" else _low_bits(scores).numpy().copy()
+    low = _low_bits(scores).numpy()
     codes = idx.numpy() << 8
     codes |= (anomalous * np.uint8(0x80 | _LOW_MASK)) & (low | np.uint8(0x80))  # 0 for normal pixels
     codes.sort()
