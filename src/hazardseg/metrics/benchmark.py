@@ -245,19 +245,14 @@ def _component_pass(tasks: Iterator[tuple[int, int, Path]], frames: LabelledFram
     workers = component_workers()
     truth_of: tuple[int, FrameGroundTruth] | None = None
 
-    def submit(pool: ThreadPoolExecutor | None, index: int, i: int, path: Path):
+    def submit(pool: ThreadPoolExecutor, index: int, i: int, path: Path):
         nonlocal truth_of
         if truth_of is None or truth_of[0] != index:
             signals.stop_point("benchmark-metrics")
             truth_of = (index, FrameGroundTruth.of(frames.label(index), flt))
         truth = truth_of[1]
-        job = lambda: components_of(truth, BenchmarkEvaluator._read_roi(path, truth), thresholds[i], flt)  # noqa: E731
-        return i, (pool.submit(job) if pool is not None else job())
+        return i, pool.submit(lambda: components_of(truth, BenchmarkEvaluator._read_roi(path, truth), thresholds[i], flt))
 
-    if workers == 1:
-        for index, i, path in tasks:
-            yield submit(None, index, i, path)
-        return
     in_flight: deque = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hazardseg-components") as pool:
         try:

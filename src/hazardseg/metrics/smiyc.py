@@ -501,24 +501,16 @@ class SmiycComponentMetric(Metric):
         for name in ("siou_gt", "siou_pred", "ppv"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
-    def update(self, scores16=None, labels=None, *, truth: FrameGroundTruth | None = None,
-               roi_scores16: np.ndarray | None = None, components: FrameComponents | None = None) -> None:
-        """Frames as ``(scores16, labels)``; or one frame as its ground truth (shared by the scorers) and the
-        float16 scores of its ROI pixels (``truth=..., roi_scores16=...``); or one frame's component statistics
-        computed elsewhere at this metric's threshold and filter (``components=``: the parallel component pass of
-        :func:`hazardseg.metrics.benchmark.compute_all`)."""
+    def update(self, scores16=None, labels=None, *, components: FrameComponents | None = None) -> None:
+        """Frames as ``(scores16, labels)``, or one frame's component statistics computed elsewhere at this
+        metric's threshold and filter (``components=``: the component pass of
+        :func:`hazardseg.metrics.benchmark.compute_all`, which shares each frame's ground truth among the scorers)."""
         if components is not None:
             self._append(components)
             return
-        if truth is not None:
-            self._add(truth, roi_scores16)
-            return
         for s, y in _frames(scores16, labels):
             truth = FrameGroundTruth.of(y, self.filter)
-            self._add(truth, s.ravel()[truth.roi])
-
-    def _add(self, truth: FrameGroundTruth, roi_scores16: np.ndarray) -> None:
-        self._append(components_of(truth, roi_scores16, self.threshold, self.filter))
+            self._append(components_of(truth, s.ravel()[truth.roi], self.threshold, self.filter))
 
     def _append(self, stats: FrameComponents) -> None:
         self.siou_gt.append(torch.from_numpy(stats.siou_gt).to(self.device))

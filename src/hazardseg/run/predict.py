@@ -104,7 +104,7 @@ def predict_onnx(cfg: DictConfig) -> dict[str, Any]:
     threshold = ({"threshold": float(given), "source": "predict.threshold"} if given is not None else
                  {"threshold": float(model.meta["threshold"]), "fpr": model.meta.get("fpr"), "source": f"metadata of {cfg.model_path}"})
     writer = PredictionWriter(cfg.paths.output_dir, save_scores=bool(opts.save_scores), contact_sheet=int(opts.contact_sheet),
-                              image_format=str(opts.get("image_format", "jpg")))
+                              image_format=str(opts.image_format))
     loader = _prepare(writer, {name: threshold}, source, opts)
     writer.on_predict_start(None, model)
     try:
