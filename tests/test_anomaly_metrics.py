@@ -760,3 +760,70 @@ def test_kept_pixels_are_copies_of_the_callers_tensors() -> None:
     s.fill_(0.0)  # a caller reusing its buffers for the next batch
     y.fill_(True)
     assert metric.compute() == want
+
+
+class _Module:
+    """What AnomalyEvaluation reads of the LightningModule."""
+
+    def __init__(self, scorers):
+        from hazardseg.data.labels import LabelSpec
+
+        self.scorers = dict.fromkeys(scorers)
+        self.labels = LabelSpec(("road", "car"), ignore_index=255, anomaly_values=(2,))
+        self.device = torch.device("cpu")
+        self.logged: dict[str, float] = {}
+
+    def log_dict(self, values, **kwargs):
+        self.logged.update({k: float(v) for k, v in values.items()})
+
+    def print(self, *args):
+        pass
+
+
+def _evaluation_batches(nan_at: int | None = None):
+    rng = torch.Generator().manual_seed(11)
+    for i in range(4):
+        mask = torch.randint(0, 3, (2, 24, 32), generator=rng)
+        mask[:, :2] = 255
+        scores = {"a": torch.randn(2, 24, 32, generator=rng) + mask.eq(2) * 1.5,
+                  "b": torch.rand(2, 24, 32, generator=rng).log()}
+        if i == nan_at:
+            scores["b"][1, 5, 5] = float("nan")
+        yield {"mask": mask}, {"scores": scores}
+
+
+def test_anomaly_evaluation_logs_the_metrics_of_its_maps():
+    from types import SimpleNamespace
+
+    from hazardseg.callbacks import AnomalyEvaluation
+
+    module, callback = _Module(["a", "b"]), AnomalyEvaluation(curves=False)
+    trainer = SimpleNamespace(loggers=[], is_global_zero=True)
+    callback.on_test_start(trainer, module)
+    pooled = {n: AnomalyMetrics() for n in "ab"}
+    images = {n: PerImageAnomalyMetrics() for n in "ab"}
+    for batch, outputs in _evaluation_batches():
+        callback.on_test_batch_end(trainer, module, outputs, batch, 0)
+        is_anomaly, valid = module.labels.is_anomaly(batch["mask"]), module.labels.valid(batch["mask"])
+        for name, scores in outputs["scores"].items():
+            pooled[name].update(scores, is_anomaly, valid)
+            images[name].update(scores, is_anomaly, valid)
+    callback.on_test_epoch_end(trainer, module)
+    for name in "ab":
+        want = {**{f"test/{name}/{k}": float(v) for k, v in pooled[name].compute().items()},
+                **{f"test/{name}/per_image/{k}": float(v) for k, v in images[name].compute().items()}}
+        assert {k: module.logged[k] for k in want} == want
+    assert len(callback.results()["a"]["precision"]) > 1  # the curves of the results channel
+
+
+def test_anomaly_evaluation_refuses_a_nan_map():
+    from types import SimpleNamespace
+
+    from hazardseg.callbacks import AnomalyEvaluation
+
+    module, callback = _Module(["a", "b"]), AnomalyEvaluation(curves=False)
+    trainer = SimpleNamespace(loggers=[], is_global_zero=True)
+    callback.on_test_start(trainer, module)
+    with pytest.raises(ValueError, match="NaN"):
+        for batch, outputs in _evaluation_batches(nan_at=3):
+            callback.on_test_batch_end(trainer, module, outputs, batch, 0)

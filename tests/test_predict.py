@@ -178,6 +178,10 @@ def test_argmax_classes_is_torch_argmax_with_ties_to_the_first() -> None:
     assert argmax_classes(logits).dtype == torch.uint8
     many = torch.randn(300, 4, 5)
     assert torch.equal(argmax_classes(many), many.argmax(0))  # more classes than uint8 holds: int64
+    # classes interleaved per pixel (a channels-last network's logits), ties included: the same classes and type
+    interleaved = logits[None].contiguous(memory_format=torch.channels_last)[0]
+    assert interleaved.stride(0) == 1 and torch.equal(argmax_classes(interleaved).long(), logits.argmax(0))
+    assert argmax_classes(interleaved).dtype == torch.uint8
 
 
 def test_heat_maps_as_png_on_request_and_a_bad_format_named(checkpoint, make_cfg, tmp_path):

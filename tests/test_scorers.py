@@ -375,6 +375,42 @@ def test_boundary_suppression_batch_and_4d() -> None:
     assert torch.equal(out3[1], bs(values[1:2], pred[1:2])[0])  # samples are independent
 
 
+@pytest.mark.parametrize("width,iters", [(4, 4), (8, 2), (2, 1), (0, 1)])
+def test_boundary_suppression_in_bands_equals_one_call(width: int, iters: int, monkeypatch) -> None:
+    """On the CPU suppression runs on bands of rows with its receptive field as the halo: the same bits as one call,
+    at band edges, at the image's top and bottom and for every image of a batch; one row less of halo is not enough."""
+    import hazardseg.maps as maps
+
+    torch.manual_seed(width + iters)
+    pred = torch.nn.functional.interpolate(torch.randint(0, 4, (2, 1, 9, 7)).float(), size=(61, 40)).long()[:, 0]
+    pred[1, 20:23] = torch.randint(0, 4, (3, 40))  # ragged boundaries
+    values = torch.randn(2, 61, 40) * 3
+    suppression = BoundarySuppression(width, iters)
+    one_call = suppression._suppress(values[:, None], pred[:, None])[:, 0]
+    monkeypatch.setattr(maps, "HALO_BAND_ELEMENTS", 2 * 40 * 5)  # bands of 5 rows
+    assert torch.equal(suppression(values, pred), one_call)
+    if (width, iters) in ((4, 4), (2, 1)):  # the halo is what it needs: a smaller one changes values near band edges
+        halo = suppression.receptive_rows()
+        short = maps.in_row_bands(suppression._suppress, values[:, None], pred[:, None], halo=halo - 1)[:, 0]
+        assert not torch.equal(short, one_call)
+
+
+def test_in_row_bands_runs_once_when_the_map_is_small_or_traced(monkeypatch) -> None:
+    import hazardseg.maps as maps
+
+    calls = []
+
+    def fn(x: Tensor) -> Tensor:
+        calls.append(x.shape[-2])
+        return x * 2
+
+    x = torch.randn(1, 1, 30, 8)
+    monkeypatch.setattr(maps, "HALO_BAND_ELEMENTS", 8 * 4)
+    assert torch.equal(maps.in_row_bands(fn, x, halo=2), x * 2) and calls == [6, 8, 8, 8, 8, 8, 8, 4]
+    calls.clear()
+    assert torch.equal(maps.in_row_bands(fn, x, halo=13), x * 2) and calls == [30]  # a band and its halos span it
+
+
 def test_boundary_suppression_config_validation() -> None:
     with pytest.raises(ConfigError, match="multiple"):
         BoundarySuppression(boundary_width=3, boundary_iteration=2)
@@ -492,6 +528,42 @@ def test_panel_anomaly_column_handles_infinite_msp() -> None:
     assert np.isfinite([lo, hi]).all() and lo == scores[torch.isfinite(scores)].min().item() and lo < hi
     panel, _ = prediction_panel(torch.zeros(3, 4, 5), torch.zeros(4, 5, dtype=torch.long), logits, 3, "x", anomaly=scores)
     assert panel.dtype == np.uint8 and panel.ndim == 3
+
+
+def _entropy_with_masked_terms(logits: Tensor) -> Tensor:
+    """The entropy's earlier form (five passes for the spread): the scorer's cheaper one must give its bits."""
+    top, argmax = logits.max(dim=1, keepdim=True)
+    gap = top - logits
+    weight = torch.exp(-gap).scatter_(1, argmax, 0.0)
+    others = weight.sum(dim=1)
+    spread = torch.where(weight > 0, weight * gap, 0.0).sum(dim=1)
+    return torch.log1p(others) + spread / (1 + others)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_entropy_equals_its_masked_form_bit_for_bit(layout: str) -> None:
+    torch.manual_seed(3)
+    logits = torch.randn(2, 13, 40, 64) * torch.tensor([0.01, 1.0, 8.0, 60.0]).repeat_interleave(10).view(1, 1, 40, 1)
+    logits[0, :, 0, :] = logits[0, 3:4, 0, :]  # every class tied
+    logits[0, 5, 1, :8] = float("-inf")
+    logits[0, :12, 2, :8] = float("-inf")  # one finite class: entropy 0
+    logits[1, 0, 3, :8] = float("inf")
+    logits[1, :2, 4, :8] = float("inf")  # two tied +inf: nan in both
+    logits[1, 7, 5, :8] = float("nan")
+    logits[1, :, 6, :8] = -200.0
+    logits[1, 0, 6, :8] = 0.0  # the others underflow to 0
+    if layout == "channels_last":  # what a network's logits can look like (and the eval's: SMP's upsampling)
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    got, want = Entropy().score(logits, None), _entropy_with_masked_terms(logits)
+    assert torch.equal(torch.isnan(got), torch.isnan(want))
+    same = ~torch.isnan(want)
+    assert torch.equal(got[same].view(torch.int32), want[same].view(torch.int32))  # bits, signs of zero included
+
+
+def test_energy_at_temperature_one_is_the_negated_logsumexp() -> None:
+    logits = torch.randn(1, 13, 8, 64) * 9
+    assert torch.equal(Energy().score(logits, None), -1.0 * torch.logsumexp(logits / 1.0, dim=1))
+    assert torch.equal(Energy(2.0).score(logits, None), -2.0 * torch.logsumexp(logits / 2.0, dim=1))
 
 
 @pytest.mark.parametrize("cls", [MSP, Entropy, Energy])

@@ -92,7 +92,7 @@ def ref_components(scores16, label, threshold, min_pred, min_gt):
         if (pred_cc == k).sum() < min_pred:
             pred_cc[pred_cc == k] = 0
     roi = label != 255
-    for i in range(1, n_gt + 1):
+    for i in range(0, n_gt + 1):  # 0: the non-anomaly area (void included), void too if that small
         if (gt_cc == i).sum() < min_gt:
             roi &= gt_cc != i
     g, p = gt_cc[roi], pred_cc[roi]
@@ -328,6 +328,27 @@ def test_components_equal_reference(track, path, monkeypatch):
             (flt.min_pred_size, flt.min_gt_size) if trial % 2 else (flt.min_pred_size // 10, flt.min_gt_size // 10)))
         assert np.allclose(got.siou_gt, want[0], rtol=0, atol=1e-12) and got.siou_gt.size == want[0].size
         assert np.allclose(got.ppv, want[1], rtol=0, atol=1e-12) and got.ppv.size == want[1].size
+
+
+@pytest.mark.parametrize("path", ["pixel list", "masks"])
+def test_components_when_the_non_anomaly_area_becomes_void(path, monkeypatch):
+    # A frame that is almost all anomaly: the non-anomaly area is smaller than min_gt_size and becomes void, so
+    # predicted pixels off the ground truth no longer count.
+    from hazardseg.metrics import smiyc
+
+    monkeypatch.setattr(smiyc, "DENSE_PREDICTION", 1 if path == "pixel list" else 10**9)
+    rng = np.random.default_rng(7)
+    for trial in range(10):
+        label = np.ones((20, 24), np.uint8)
+        label[rng.integers(0, 20, 4), rng.integers(0, 24, 4)] = 0  # at most 4 normal pixels
+        label[rng.integers(0, 20, 3), rng.integers(0, 24, 3)] = 255
+        label[:, 11] = 0 if trial % 2 else 1  # two GT components, or one (then a 20 px normal area: not void)
+        scores = rng.uniform(0, 1, label.shape).astype(F16)
+        flt = ComponentFilter(3, 10)
+        got = frame_components(scores, label, 0.4, flt)
+        want = ref_components(scores, label, 0.4, flt.min_pred_size, flt.min_gt_size)
+        assert got.siou_gt.size == want[0].size and np.allclose(got.siou_gt, want[0], rtol=0, atol=1e-12)
+        assert got.ppv.size == want[1].size and np.allclose(got.ppv, want[1], rtol=0, atol=1e-12)
 
 
 def test_component_metric_f1_counts():

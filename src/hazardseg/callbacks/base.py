@@ -5,14 +5,19 @@ and hands back what it produced -- beyond the metrics it logs through the module
 ``results_key`` and :meth:`EvaluationCallback.results`. The run's test stage
 (:func:`hazardseg.run.evaluation.test`) collects them with :func:`collect_results`; the record stage is the
 only writer of ``results.json``. Nobody probes a callback's attributes.
+
+:class:`Background` is the worker thread in which callbacks take per-frame work off the test loop's critical path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import lightning as L
+import torch
 
 
 class EvaluationCallback(L.Callback):
@@ -32,3 +37,42 @@ def collect_results(callbacks: Iterable[L.Callback]) -> dict[str, Any]:
             if value:
                 found[callback.results_key] = value
     return found
+
+
+class Background:
+    """One worker thread running submitted calls in order (``depth`` 0: in the caller's thread, at once), at most
+    ``depth`` of them pending: ``submit`` waits for
+    the oldest when the queue is full (bounded memory: each call holds one frame's score map) and re-raises its
+    error in the caller's thread. A call runs in the caller's inference mode (thread-local in PyTorch: the test
+    loop's metric states are inference tensors, which only inference mode may update)."""
+
+    def __init__(self, depth: int, name: str = "worker") -> None:
+        self.depth = depth
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hazardseg-{name}") if depth > 0 else None
+        self.pending: deque[Future] = deque()
+
+    def submit(self, fn: Callable, *args) -> None:
+        if self.pool is None:
+            fn(*args)
+            return
+        while len(self.pending) >= self.depth:
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(_run_in_mode, torch.is_inference_mode_enabled(), fn, args))
+
+    def drain(self) -> None:
+        while self.pending:
+            self.pending.popleft().result()
+
+    def close(self, cancel: bool = False) -> None:
+        try:
+            if not cancel:
+                self.drain()
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True, cancel_futures=cancel)
+            self.pending.clear()
+
+
+def _run_in_mode(inference: bool, fn: Callable, args: tuple) -> Any:
+    with torch.inference_mode(inference):
+        return fn(*args)

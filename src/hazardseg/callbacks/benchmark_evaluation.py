@@ -25,15 +25,12 @@ the ``method`` template (``{train_hash}``, ``{scorer}``).
 
 from __future__ import annotations
 
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import lightning as L
-import torch
 
-from hazardseg.callbacks.base import EvaluationCallback
+from hazardseg.callbacks.base import Background, EvaluationCallback
 from hazardseg.config import is_number
 from hazardseg.console import say
 from hazardseg.errors import DataError
@@ -85,7 +82,7 @@ class BenchmarkEvaluation(EvaluationCallback):
             self.evaluators[name] = BenchmarkEvaluator(self.run_dir, method, datamodule.TRACK, submission=self.submission,
                                                        pooled=False,  # pooled exact metrics: AnomalyEvaluation's
                                                        frames=self.frames)
-        self.worker = Background(depth=2 * len(self.evaluators) if self.background else 0)
+        self.worker = Background(depth=2 * len(self.evaluators) if self.background else 0, name="benchmark")
         if trainer.is_global_zero:
             where = f"; submission files in {self.run_dir / 'anomaly_p'}" if self.submission else ""
             say(f"[hazardseg] {datamodule.name} is a test-only anomaly benchmark (labels normal / anomaly / void): "
@@ -135,44 +132,6 @@ class BenchmarkEvaluation(EvaluationCallback):
 def benchmark_row(metrics: dict[str, Any], name: str) -> dict[str, Any]:
     """The benchmark-named metrics of one scorer's results row (empty on data that is no test-only benchmark)."""
     return {k: metrics[f"test/{name}/{k}"] for k in BENCHMARK_KEYS if f"test/{name}/{k}" in metrics}
-
-
-class Background:
-    """One worker thread running submitted calls in order, at most ``depth`` of them pending: ``submit`` waits for
-    the oldest when the queue is full (bounded memory: each call holds one frame's score map) and re-raises its
-    error in the caller's thread. A call runs in the caller's inference mode (thread-local in PyTorch: the test
-    loop's metric states are inference tensors, which only inference mode may update)."""
-
-    def __init__(self, depth: int) -> None:
-        self.depth = depth
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hazardseg-benchmark") if depth > 0 else None
-        self.pending: deque[Future] = deque()
-
-    def submit(self, fn: Callable, *args) -> None:
-        if self.pool is None:
-            fn(*args)
-            return
-        while len(self.pending) >= self.depth:
-            self.pending.popleft().result()
-        self.pending.append(self.pool.submit(_run_in_mode, torch.is_inference_mode_enabled(), fn, args))
-
-    def drain(self) -> None:
-        while self.pending:
-            self.pending.popleft().result()
-
-    def close(self, cancel: bool = False) -> None:
-        try:
-            if not cancel:
-                self.drain()
-        finally:
-            if self.pool is not None:
-                self.pool.shutdown(wait=True, cancel_futures=cancel)
-            self.pending.clear()
-
-
-def _run_in_mode(inference: bool, fn: Callable, args: tuple) -> Any:
-    with torch.inference_mode(inference):
-        return fn(*args)
 
 
 def _share_encoder(trainer: L.Trainer, encoder: Float16Encoder, first_frame) -> None:

@@ -344,49 +344,43 @@ def frame_components(scores16: np.ndarray, labels: np.ndarray, threshold: float,
     return components_of(truth, scores16.ravel()[truth.roi], threshold, flt)
 
 
-# A prediction covering more than 1/DENSE_PREDICTION of the ROI is handled with full-frame masks (vectorised passes);
-# a smaller one through its pixel list (work proportional to it). Measured at 2048x1024: list 13 ms / masks 14 ms
+# A prediction covering more than 1/DENSE_PREDICTION of the ROI is labelled from a full-frame mask (vectorised passes);
+# a smaller one from its pixel list (work proportional to it). Measured at 2048x1024: list 13 ms / masks 14 ms
 # for 9e4 predicted pixels, list 47 ms / masks 28 ms for 4.3e5.
 DENSE_PREDICTION = 16
 
 
-def _sparse_prediction(truth: FrameGroundTruth, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """(pixels that are predicted or ground truth, their predicted component, number of predicted components),
-    from the predicted pixels' flat indices (ascending): labelled inside their bounding box."""
-    if predicted.size == 0:
-        return truth.gt_pixels, np.zeros(truth.gt_pixels.size, np.int64), 0
+def _label_prediction(truth: FrameGroundTruth, hit: np.ndarray) -> tuple[np.ndarray, int, int, int]:
+    """8-connected components of the predicted pixels (``hit``: per ROI pixel), labelled inside the rows and
+    columns they span: (the labelled box, the number of components, the box's top row and left column)."""
     height, width = truth.shape
-    rows, cols = np.divmod(predicted, width)
-    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols.min()), int(cols.max()) + 1
-    box = np.zeros((r1 - r0, c1 - c0), bool)
-    box[rows - r0, cols - c0] = True
+    if np.count_nonzero(hit) > truth.roi.size // DENSE_PREDICTION:
+        mask = np.zeros(height * width, bool)
+        mask[truth.roi] = hit
+        grid = mask.reshape(height, width)
+        rows, cols = np.flatnonzero(grid.any(1)), np.flatnonzero(grid.any(0))
+        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        box = grid[r0:r1, c0:c1]
+    else:
+        predicted = truth.roi[hit]
+        if predicted.size == 0:
+            return np.zeros((0, 0), np.int32), 0, 0, 0
+        rows, cols = np.divmod(predicted, width)
+        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols.min()), int(cols.max()) + 1
+        box = np.zeros((r1 - r0, c1 - c0), bool)
+        box[rows - r0, cols - c0] = True
     box_cc, n_pred = ndimage.label(box, structure=CONNECTIVITY)
-    union = np.zeros(height * width, bool)
-    union[predicted] = True
-    union[truth.gt_pixels] = True
-    pixels = np.flatnonzero(union)
+    return box_cc, n_pred, r0, c0
+
+
+def _labels_at(box_cc: np.ndarray, r0: int, c0: int, pixels: np.ndarray, width: int) -> np.ndarray:
+    """The component of each of the flat ``pixels`` in a box labelled by :func:`_label_prediction` (0 outside it)."""
     rows, cols = np.divmod(pixels, width)
-    inside = (rows >= r0) & (rows < r1) & (cols >= c0) & (cols < c1)
-    p = np.zeros(pixels.size, np.int64)
-    p[inside] = box_cc[rows[inside] - r0, cols[inside] - c0]
-    return pixels, p, n_pred
-
-
-def _dense_prediction(truth: FrameGroundTruth, hit: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """As :func:`_sparse_prediction`, from the ROI's hit mask, with full-frame masks (the prediction labelled
-    inside the rows and columns it spans)."""
-    height, width = truth.shape
-    mask = np.zeros(height * width, bool)
-    mask[truth.roi] = hit
-    grid = mask.reshape(height, width)
-    rows, cols = np.flatnonzero(grid.any(1)), np.flatnonzero(grid.any(0))
-    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    box_cc, n_pred = ndimage.label(grid[r0:r1, c0:c1], structure=CONNECTIVITY)
-    labelled = np.zeros((height, width), np.int32)
-    labelled[r0:r1, c0:c1] = box_cc
-    mask[truth.gt_pixels] = True
-    pixels = np.flatnonzero(mask)
-    return pixels, labelled.ravel()[pixels].astype(np.int64), n_pred
+    rows, cols = rows - r0, cols - c0
+    inside = (rows >= 0) & (rows < box_cc.shape[0]) & (cols >= 0) & (cols < box_cc.shape[1])
+    out = np.zeros(pixels.size, np.int64)
+    out[inside] = box_cc[rows[inside], cols[inside]]
+    return out
 
 
 def _ordered16(values: np.ndarray) -> np.ndarray:
@@ -407,29 +401,32 @@ def above(scores16: np.ndarray, threshold: float) -> np.ndarray:
 
 def components_of(truth: FrameGroundTruth, roi_scores16: np.ndarray, threshold: float, flt: ComponentFilter) -> FrameComponents:
     """Component statistics of one frame from its ground truth and the float16 scores of its ROI pixels (in
-    ``truth.roi`` order). The prediction is labelled inside its bounding box, only the pixels that are predicted or
-    ground-truth anomaly are counted, and the (GT component, predicted component) overlaps go through a sparse
-    table, instead of the benchmark's full-frame scans per component; the numbers are the same."""
+    ``truth.roi`` order). The prediction is labelled inside its bounding box, its components' sizes are counted once,
+    and the (GT component, predicted component) overlaps come from the ground-truth pixels through a sparse table,
+    instead of the benchmark's full-frame scans per component; the numbers are the same."""
     hit = above(roi_scores16, threshold)  # void is never predicted
-    if np.count_nonzero(hit) > truth.roi.size // DENSE_PREDICTION:
-        pixels, p, n_pred = _dense_prediction(truth, hit)
-    else:
-        pixels, p, n_pred = _sparse_prediction(truth, truth.roi[hit])
-    g = truth.gt_cc[pixels].astype(np.int64)
+    box_cc, n_pred, r0, c0 = _label_prediction(truth, hit)
     n_gt = truth.n_gt
     # drop small predictions (sizes over the whole frame, void already excluded), renumber the rest 1..m
-    kept = np.bincount(p, minlength=n_pred + 1) >= flt.min_pred_size
+    sizes = np.bincount(box_cc.ravel(), minlength=n_pred + 1)
+    kept = sizes >= flt.min_pred_size
     kept[0] = False
     m = int(kept.sum())
     renumber = np.zeros(n_pred + 1, np.int64)
     renumber[kept] = np.arange(1, m + 1)
-    p = renumber[p]
-    # small GT components (and a small non-anomaly area) become void; then everything is restricted to the ROI
-    in_roi = ~truth.small_gt[g]
-    g, p = g[in_roi], p[in_roi]
-    size_g = np.bincount(g, minlength=n_gt + 1)
-    size_p = np.bincount(p, minlength=m + 1)
-    both = (g > 0) & (p > 0)
+    # Only ground-truth pixels can be on a GT component, so the overlaps come from them alone: their GT component
+    # and predicted component. Small GT components (and a small non-anomaly area) become void; then everything is
+    # restricted to the ROI: a predicted component keeps its pixels that did not become void.
+    g = truth.gt_cc[truth.gt_pixels].astype(np.int64)
+    p = renumber[_labels_at(box_cc, r0, c0, truth.gt_pixels, truth.shape[1])]
+    void = truth.small_gt[g]
+    if truth.small_gt[0]:  # predicted pixels off the GT became void too: only those on kept GT components count
+        size_p = np.bincount(p[~void], minlength=m + 1)
+    else:
+        size_p = np.concatenate([[0], sizes[kept]]) - np.bincount(p[void], minlength=m + 1)
+    g, p = g[~void], p[~void]
+    size_g = np.bincount(g, minlength=n_gt + 1)  # [0] (the non-anomaly area) is not used
+    both = p > 0  # g > 0: every pixel here is on a GT component
     codes = g[both] * (m + 1) + p[both]
     if (n_gt + 1) * (m + 1) <= max(4 * codes.size, 1 << 16):  # few components: count pairs without sorting
         overlap = np.bincount(codes, minlength=(n_gt + 1) * (m + 1))
