@@ -40,11 +40,11 @@ def collect_results(callbacks: Iterable[L.Callback]) -> dict[str, Any]:
 
 
 class Background:
-    """One worker thread running submitted calls in order (``depth`` 0: in the caller's thread, at once), at most
-    ``depth`` of them pending: ``submit`` waits for
-    the oldest when the queue is full (bounded memory: each call holds one frame's score map) and re-raises its
-    error in the caller's thread. A call runs in the caller's inference mode (thread-local in PyTorch: the test
-    loop's metric states are inference tensors, which only inference mode may update)."""
+    """One worker thread running submitted calls in order, at most ``depth`` of them pending (``depth`` 0: each
+    call runs at once in the caller's thread): ``submit`` waits for the oldest when the queue is full (bounded
+    memory: each call holds one frame's maps) and re-raises its error in the caller's thread. A call runs in the
+    caller's inference mode (thread-local in PyTorch: the test loop's metric states are inference tensors, which
+    only inference mode may update)."""
 
     def __init__(self, depth: int, name: str = "worker") -> None:
         self.depth = depth
