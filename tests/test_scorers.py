@@ -395,7 +395,7 @@ def test_boundary_suppression_in_bands_equals_one_call(width: int, iters: int, m
         assert not torch.equal(short, one_call)
 
 
-def test_in_row_bands_runs_once_when_the_map_is_small_or_traced(monkeypatch) -> None:
+def test_in_row_bands_heights_and_one_call_when_a_band_spans_the_map(monkeypatch) -> None:
     import hazardseg.maps as maps
 
     calls = []

@@ -342,7 +342,8 @@ def test_components_when_the_non_anomaly_area_becomes_void(path, monkeypatch):
         label = np.ones((20, 24), np.uint8)
         label[rng.integers(0, 20, 4), rng.integers(0, 24, 4)] = 0  # at most 4 normal pixels
         label[rng.integers(0, 20, 3), rng.integers(0, 24, 3)] = 255
-        label[:, 11] = 0 if trial % 2 else 1  # two GT components, or one (then a 20 px normal area: not void)
+        # odd trials: a normal column splits the GT in two and the normal area (>= 20 px) stays; even: it becomes void
+        label[:, 11] = 0 if trial % 2 else 1
         scores = rng.uniform(0, 1, label.shape).astype(F16)
         flt = ComponentFilter(3, 10)
         got = frame_components(scores, label, 0.4, flt)
