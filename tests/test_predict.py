@@ -172,6 +172,25 @@ def test_given_threshold_with_a_scorer_that_needs_statistics(checkpoint, make_cf
     assert [(r["frame"], r["scorer"], float(r["threshold"])) for r in rows] == [("frame", "sml", 0.5)]
 
 
+def test_predict_step_leaves_scoring_to_the_writer_thread_on_the_cpu(checkpoint, frames, make_cfg):
+    """On the CPU ``predict_step`` hands the writer a function that computes the maps (called in its worker thread,
+    beside the next forward pass): the same maps as scoring at once."""
+    from hazardseg.run.build import eval_run
+
+    module = eval_run(make_cfg([f"ckpt_path={checkpoint}", f"input={frames}", "scorer=[msp,entropy]", *QUIET],
+                               config_name="predict"), task="predict").module.eval()
+    module.on_predict_start()
+    image = torch.randn(2, 3, 64, 96)
+    with torch.inference_mode():
+        out = module.predict_step({"image": image}, 0)
+        assert callable(out["scores"])
+        deferred = out["scores"]()
+        outputs = module(image)
+        direct = {name: scorer(outputs) for name, scorer in module.scorers.items()}
+    assert list(deferred) == ["msp", "entropy"]
+    assert all(torch.equal(deferred[name], direct[name]) for name in direct)
+
+
 def test_argmax_classes_is_torch_argmax_with_ties_to_the_first() -> None:
     logits = torch.randint(-3, 3, (13, 37, 53)).float()  # many ties
     assert torch.equal(argmax_classes(logits).long(), logits.argmax(0))

@@ -16,6 +16,7 @@ import heapq
 import io
 import math
 import zlib
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -77,10 +78,15 @@ class PredictionWriter(EvaluationCallback):
     def on_predict_batch_end(self, trainer, pl_module, outputs: dict[str, Any], batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         # class logits (a PyTorch model) or class ids (an exported graph, predict.py backend=onnx)
         classes = outputs["logits"].detach().float().cpu() if "logits" in outputs else outputs["segmentation"].detach().cpu()
-        scores = {name: s.detach().float().cpu() for name, s in outputs["scores"].items()}
-        for i, name in enumerate(batch["name"]):
-            rgb = batch["rgb"][i].numpy()
-            self.worker.submit(self._write_frame, name, rgb, classes[i], {k: v[i] for k, v in scores.items()})
+        rgbs = [(name, batch["rgb"][i].numpy()) for i, name in enumerate(batch["name"])]
+        # the maps, or (a PyTorch model on the CPU) the function that computes them: here in the worker thread
+        self.worker.submit(self._write_batch, rgbs, classes, outputs["scores"])
+
+    def _write_batch(self, rgbs: list[tuple[str, np.ndarray]], classes: torch.Tensor,
+                     scores: dict[str, torch.Tensor] | Callable[[], dict[str, torch.Tensor]]) -> None:
+        maps = {name: s.detach().float().cpu() for name, s in (scores() if callable(scores) else scores).items()}
+        for i, (name, rgb) in enumerate(rgbs):
+            self._write_frame(name, rgb, classes[i], {k: v[i] for k, v in maps.items()})
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._finish()
