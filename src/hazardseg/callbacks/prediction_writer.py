@@ -38,6 +38,8 @@ STRIP = 46  # pixels of the legend strip under each anomaly image: colour bar + 
 # Heat maps are photographs with colour on top: JPEG encodes a 1280x766 one in 3 ms (177 KB) where PNG at its
 # fastest level takes 66 ms (1.3 MB), which the writer thread would take from the forward pass on a small CPU.
 IMAGE_FORMATS = {"jpg": ("JPEG", {"quality": 92}), "png": ("PNG", {"compress_level": 1})}
+# Frames whose network outputs (and, on the CPU, their scoring) may wait for the writer thread: bounded memory
+WRITER_FRAMES = 4
 
 
 class PredictionWriter(EvaluationCallback):
@@ -73,12 +75,14 @@ class PredictionWriter(EvaluationCallback):
         self.rows, self.top, self.videos, self.frames = [], {name: [] for name in pl_module.scorers}, {}, 0
         self.encoders: dict[str, Any] = {}
         self.colours = palette(pl_module.num_classes)
-        self.worker = Background(depth=4 if self.background else 0, name="writer")
+        self.worker = Background(depth=WRITER_FRAMES if self.background else 0, name="writer")
 
     def on_predict_batch_end(self, trainer, pl_module, outputs: dict[str, Any], batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         # class logits (a PyTorch model) or class ids (an exported graph, predict.py backend=onnx)
         classes = outputs["logits"].detach().float().cpu() if "logits" in outputs else outputs["segmentation"].detach().cpu()
         rgbs = [(name, batch["rgb"][i].numpy()) for i, name in enumerate(batch["name"])]
+        if self.worker.pool is not None:  # a task is a batch: at most WRITER_FRAMES frames' outputs wait for the writer
+            self.worker.depth = max(1, WRITER_FRAMES // len(rgbs))
         # the maps, or (a PyTorch model on the CPU) the function that computes them: here in the worker thread
         self.worker.submit(self._write_batch, rgbs, classes, outputs["scores"])
 
