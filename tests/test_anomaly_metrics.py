@@ -646,6 +646,31 @@ def test_update_outside_inference_mode_after_one_inside_it():
     assert 0.0 <= metric.compute()["auroc"] <= 1.0
 
 
+def test_blocks_allocated_outside_inference_mode_after_updates_inside_it(histogram_only) -> None:
+    """The block table's cached facts made under inference mode are read-only outside it: an update there that
+    needs new blocks must still count every pixel (and zero its new blocks)."""
+    scores, labels = realistic("entropy", 40_000, seed=21)
+    metric = AnomalyMetrics()
+    with torch.inference_mode():
+        metric.update(scores[:20_000], labels[:20_000])
+    metric.update(scores[20_000:] * 5.0 + 3.0, labels[20_000:])  # other blocks
+    assert metric.compute() == pooled(torch.cat([scores[:20_000], scores[20_000:] * 5.0 + 3.0]), labels)
+
+
+def test_table_facts_kept_up_to_date_by_allocations_equal_recomputed_ones(histogram_only) -> None:
+    """_allocate updates the cached block-table facts (used blocks, key shift) in place; they must equal the facts
+    recomputed from the table, after first blocks, strays and a grown pool."""
+    gen = torch.Generator().manual_seed(3)
+    metric = AnomalyMetrics()
+    for step in range(6):
+        scores = torch.randn(30_000, generator=gen) * 10.0 ** (step - 2)
+        metric.update(scores, torch.rand(30_000, generator=gen) < 0.05)
+        used, shift, dense = metric._table_facts()
+        metric._table_writes += 1  # forces a recomputation
+        want_used, want_shift, want_dense = metric._table_facts()
+        assert (used, dense) == (want_used, want_dense) and torch.equal(shift, want_shift)
+
+
 def test_histogram_sparse_case_on_the_cpu_equals_the_unique_path() -> None:
     """The per-image histogram's sparse case (bin span above the pixel count) sorts codes with numpy on the CPU; it
     gives torch.unique's bins, counts and tie flags exactly, with infinities, tiny and tied scores, few and many
@@ -827,3 +852,14 @@ def test_anomaly_evaluation_refuses_a_nan_map():
     with pytest.raises(ValueError, match="NaN"):
         for batch, outputs in _evaluation_batches(nan_at=3):
             callback.on_test_batch_end(trainer, module, outputs, batch, 0)
+
+
+def test_update_outside_inference_mode_in_blocks_made_inside_it(histogram_only) -> None:
+    """Counts allocated under inference mode are updated in place by a later update outside it, into the same
+    blocks (no new storage that would replace them)."""
+    scores, labels = realistic("msp", 20_000, seed=22)
+    metric = AnomalyMetrics()
+    with torch.inference_mode():
+        metric.update(scores, labels)
+    metric.update(scores, labels)
+    assert metric.compute() == pooled(torch.cat([scores, scores]), torch.cat([labels, labels]))
