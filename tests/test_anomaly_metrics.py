@@ -863,3 +863,23 @@ def test_update_outside_inference_mode_in_blocks_made_inside_it(histogram_only) 
         metric.update(scores, labels)
     metric.update(scores, labels)
     assert metric.compute() == pooled(torch.cat([scores, scores]), torch.cat([labels, labels]))
+
+
+def test_evaluation_workers_run_torch_on_one_core_and_leave_the_callers_threads() -> None:
+    """Background workers beside the test loop run their torch operations single-threaded (torch's thread count is
+    per thread), unless asked not to (predict.py's writer scores on every core): that one takes the caller's count,
+    even after a single-threaded worker changed torch's process-wide default; the caller keeps its own."""
+    from hazardseg.callbacks.base import Background
+
+    before = torch.get_num_threads()
+    seen: list[int] = []
+    single, default = Background(depth=1, name="t1"), Background(depth=1, name="t2", single_threaded=False)
+    try:
+        single.submit(lambda: seen.append(torch.get_num_threads()))
+        single.drain()
+        default.submit(lambda: seen.append(torch.get_num_threads()))
+        default.drain()
+    finally:
+        single.close()
+        default.close()
+    assert seen[0] == 1 and seen[1] == before and torch.get_num_threads() == before

@@ -434,6 +434,24 @@ def test_dilated_smoothing_impulse_response() -> None:
     assert out[21, 20].item() == 0.0 and out[23, 23].item() == 0.0  # holes between dilated taps
 
 
+@pytest.mark.parametrize("kernel_size,dilation", [(7, 6), (5, 2), (3, 1)])
+def test_dilated_smoothing_in_bands_equals_one_call(kernel_size: int, dilation: int, monkeypatch) -> None:
+    """On the CPU the smoothing runs on bands of rows with the kernel's reach as the halo: the same bits as one
+    convolution of the whole map (band edges, top and bottom rows, every image of a batch); a halo one row short
+    changes values."""
+    import hazardseg.maps as maps
+
+    torch.manual_seed(kernel_size + dilation)
+    values = torch.randn(2, 1, 70, 48) * 5
+    smoothing = DilatedSmoothing(kernel_size, 1.0, dilation)
+    one_call = smoothing._smooth(values)
+    monkeypatch.setattr(maps, "HALO_BAND_ELEMENTS", 2 * 48 * 6)  # bands of 6 rows
+    assert torch.equal(smoothing(values), one_call)
+    assert torch.equal(smoothing(values[:, 0]), one_call[:, 0])
+    short = maps.in_row_bands(smoothing._smooth, values, halo=smoothing.reach() - 1)
+    assert not torch.equal(short, one_call)
+
+
 def test_dilated_smoothing_config_validation() -> None:
     with pytest.raises(ConfigError, match="odd"):
         DilatedSmoothing(kernel_size=6)
@@ -617,6 +635,19 @@ def test_in_bands_returns_every_output_and_runs_once_off_the_cpu_sized_input(mon
     assert calls == [(1, 3, 40, 4)]  # fits one band: one call on the input as it is
 
 
+def test_in_bands_hands_fn_the_same_rows_of_further_maps(monkeypatch) -> None:
+    import hazardseg.maps as maps
+
+    x, top = torch.randn(2, 3, 40, 4), torch.randn(2, 40, 4)
+    monkeypatch.setattr(maps, "BAND_ELEMENTS", 3 * 4 * 16)  # bands of 16 rows
+
+    def fn(band: Tensor, rows: Tensor) -> Tensor:
+        assert band.shape[-2:] == rows.shape[-2:] and band.shape[0] == rows.shape[0] == 1
+        return band.sum(1) + rows
+
+    assert torch.equal(maps.in_bands(fn, x, top), x.sum(1) + top)
+
+
 def test_sml_banded_standardisation_equals_one_pass(monkeypatch) -> None:
     import hazardseg.maps as maps
 
@@ -625,7 +656,56 @@ def test_sml_banded_standardisation_equals_one_pass(monkeypatch) -> None:
     logits = torch.randn(1, 4, 48, 32) * 3
     whole = sml(logits)
     monkeypatch.setattr(maps, "BAND_ELEMENTS", 4 * 32 * 6)  # bands of 6 rows (192 pixels)
-    assert torch.equal(sml(logits), whole)
+    assert torch.equal(sml(logits.clone()), whole)  # a copy: the frame's class_max is not reused
+
+
+def test_class_max_is_computed_once_per_logits_and_shared_by_the_scorers(monkeypatch) -> None:
+    """MaxLogit, entropy and SML take each pixel's max logit and class from one class_max of the frame's logits: the
+    same maps as computing them on their own (bits, signs of zero included), one computation for all three, and a
+    new one for other logits, a reshaped view of them or logits changed in place."""
+    import hazardseg.scorers.base as base
+
+    calls = []
+    compute = torch.Tensor.max
+
+    def counted(self, *args, **kwargs):
+        if kwargs.get("dim", args[0] if args else None) == 1 and self.ndim == 4:
+            calls.append(tuple(self.shape))
+        return compute(self, *args, **kwargs)
+
+    sml = SML()
+    sml.fit([{"logits": torch.randn(2, 5, 16, 16) * 3}])
+    logits = torch.randn(2, 5, 24, 64) * 4
+    logits[0, :, 3, 7] = float("-inf")
+    alone = {"maxlogit": -logits.clone().amax(dim=1), "entropy": Entropy().score(logits.clone(), None),
+             "sml": sml(logits.clone())}
+    monkeypatch.setattr(torch.Tensor, "max", counted)
+    shared = {"maxlogit": MaxLogit()(logits), "entropy": Entropy()(logits), "sml": sml(logits)}
+    assert len(calls) == 2  # one class_max for the three scorers (one band per image at this size)
+    for name, want in alone.items():
+        assert torch.equal(shared[name].view(torch.int32), want.view(torch.int32)), name
+    calls.clear()
+    MaxLogit()(logits[:, :, :12])  # a view: other pixels
+    assert len(calls) == 2
+    logits.mul_(2.0)  # changed in place: the scorers must not see stale maxima...
+    base._CLASS_MAX.clear()  # ...which in-place edits cannot be told from (scorers never make them): forget
+    assert torch.equal(MaxLogit()(logits), -logits.amax(dim=1))
+
+
+def test_mahalanobis_chunks_give_the_same_values() -> None:
+    """Feature vectors are scored in chunks (bounded temporaries): the chunk size changes no value."""
+    torch.manual_seed(3)
+    scorer = Mahalanobis()
+    d = 32
+    scorer.center, scorer.whitening = torch.randn(d), torch.randn(d, d) / d**0.5
+    scorer.class_means, scorer.class_count = torch.randn(5, d), torch.ones(5, dtype=torch.long)
+    outputs = {"logits": torch.randn(2, 5, 64, 96), "features": torch.randn(2, d, 16, 24), "feature_stride": 4}
+    outputs["features"] = outputs["features"].contiguous(memory_format=torch.channels_last)
+    scorer.chunk = 1 << 20
+    whole = scorer(outputs)
+    for chunk in (7, 64, 100, 1 << 14):
+        scorer.chunk = chunk
+        assert torch.equal(scorer(outputs), whole), chunk
 
 
 def test_a_traced_banded_scorer_takes_any_size(monkeypatch) -> None:

@@ -403,6 +403,36 @@ def test_encoder_rescales_collapsing_maps_monotonically():
     assert encoder.decode(float(encoded.max())) == pytest.approx(float(msp.max()), abs=1e-3)
 
 
+def _numpy_encoding(x: np.ndarray, offset: float, scale: float) -> np.ndarray:
+    """The float16 map as numpy computes it: ``(x - offset) * scale`` in x's dtype, clipped, rounded to float16."""
+    y = x - x.dtype.type(offset) if offset else x
+    y = y * x.dtype.type(scale) if scale != 1.0 else y
+    return np.clip(y, -F16_LIMIT, F16_LIMIT).astype(F16)
+
+
+@pytest.mark.parametrize("offset, scale", [(0.0, 1.0), (-3.25, 1.0), (0.7, 256.0), (-0.999, 2.0**20), (5.0, 2.0**-3)])
+def test_encoder_gives_numpys_float16_bits(offset, scale):
+    """The encoder's (torch) arithmetic and float16 rounding equal numpy's bit for bit: random float32 bit patterns
+    (every exponent, subnormals, +-inf), every float16 midpoint and its float32 neighbours, values near the clip
+    limit; float64 maps too."""
+    rng = np.random.default_rng(int(scale * 7) % 1000)
+    bits = rng.integers(0, 2**32, 2**20, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    bits = bits[~np.isnan(bits)]
+    halves = np.arange(2**16, dtype=np.uint16).view(F16).astype(np.float32)
+    halves = halves[np.isfinite(halves)]
+    mids = ((halves[:-1].astype(np.float64) + halves[1:]) / 2).astype(np.float32)  # exact midpoints (ties)
+    near = np.concatenate([np.nextafter(mids, np.float32(np.inf)), np.nextafter(mids, np.float32(-np.inf))])
+    edge = np.float32(F16_LIMIT) + np.arange(-40, 40, dtype=np.float32) * np.float32(0.5)
+    for values in (bits, mids, near, edge, np.concatenate([edge, -edge])):
+        for x in (values, values.astype(np.float64)):
+            x = (x / x.dtype.type(scale) + x.dtype.type(offset)) if values is not bits else x
+            encoder = Float16Encoder(offset=offset, scale=scale)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # clipping / collapse notes
+                got = encoder.encode(x.reshape(1, -1))
+            assert np.array_equal(got.view(np.uint16), _numpy_encoding(x.reshape(1, -1), offset, scale).view(np.uint16))
+
+
 def test_encoder_overflow_inf_nan_and_collapse_warnings():
     encoder = Float16Encoder()
     encoder.encode(np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10))  # fits identity

@@ -57,9 +57,9 @@ def crop(x: Tensor, size: Sequence[int]) -> Tensor:
 BAND_ELEMENTS = 1 << 21
 
 
-def in_bands(fn: Callable[[Tensor], Tensor | tuple[Tensor, ...]], x: Tensor) -> Tensor | tuple[Tensor, ...]:
-    """``fn(x)`` for an ``fn`` that maps an (N, C, H, W) tensor to (N, H, W) maps pixel by pixel, computed on
-    bands of rows of one image at a time on the CPU.
+def in_bands(fn: Callable[..., Tensor | tuple[Tensor, ...]], x: Tensor, *more: Tensor) -> Tensor | tuple[Tensor, ...]:
+    """``fn(x, *more)`` for an ``fn`` that maps an (N, C, H, W) tensor (and (N, H, W) maps ``more`` of the same
+    pixels) to (N, H, W) maps pixel by pixel, computed on bands of rows of one image at a time on the CPU.
 
     Why: a whole-frame temporary (13 classes x 2 MP = 108 MB) is returned to the operating system when freed, so
     each elementwise step of a scorer pays page faults and memory traffic again; a band's temporaries are
@@ -71,17 +71,17 @@ def in_bands(fn: Callable[[Tensor], Tensor | tuple[Tensor, ...]], x: Tensor) -> 
     multiple of 64). At the benchmarks' sizes (2048 x 1024, 1280 x 720) they are identical (tested).
     """
     if x.device.type != "cpu" or torch.jit.is_tracing():  # a traced graph (export.py) must not fix its bands
-        return fn(x)
+        return fn(x, *more)
     n, c, h, w = x.shape
     align = 64 // math.gcd(w, 64)  # rows per band: a multiple of this many gives a multiple of 64 pixels
     rows = max(align, BAND_ELEMENTS // max(1, c * w) // align * align)
     if n == 1 and rows >= h:
-        return fn(x)
+        return fn(x, *more)
     out: tuple[Tensor, ...] | None = None
     single = False
     for i in range(n):
         for top in range(0, h, rows):
-            part = fn(x[i : i + 1, :, top : top + rows])
+            part = fn(x[i : i + 1, :, top : top + rows], *(m[i : i + 1, top : top + rows] for m in more))
             single = isinstance(part, Tensor)
             parts = (part,) if single else tuple(part)
             if out is None:

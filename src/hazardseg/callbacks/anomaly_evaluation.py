@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import torch
 from torch import nn
 
 from hazardseg.callbacks.base import EvaluationCallback
@@ -46,10 +47,23 @@ class AnomalyEvaluation(EvaluationCallback):
             return
         mask, labels = batch["mask"], pl_module.labels
         is_anomaly, valid = labels.is_anomaly(mask), labels.valid(mask)
-        for name, scores in outputs["scores"].items():
-            self.pooled[name].update(scores, is_anomaly, valid)
+        scores = outputs["scores"]
+        if valid is not None and mask.device.type == "cpu":
+            # the scored pixels of each image selected once for the pooled and the per-image metric, and its labels
+            # once for every scorer (the metrics would each select them again; a selection on a GPU would sync)
+            for i in range(mask.shape[0]):
+                keep = valid[i].reshape(-1).numpy()
+                anomalous = torch.from_numpy(is_anomaly[i].reshape(-1).numpy()[keep])[None]
+                self._update({name: torch.from_numpy(s[i].detach().reshape(-1).float().numpy()[keep])[None]
+                              for name, s in scores.items()}, anomalous, None)
+            return
+        self._update(scores, is_anomaly, valid)
+
+    def _update(self, scores: dict[str, Any], is_anomaly, valid) -> None:
+        for name, values in scores.items():
+            self.pooled[name].update(values, is_anomaly, valid)
             if name in self.images:
-                self.images[name].update(scores, is_anomaly, valid)
+                self.images[name].update(values, is_anomaly, valid)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         values: dict[str, float] = {}

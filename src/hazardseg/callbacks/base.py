@@ -44,11 +44,20 @@ class Background:
     call runs at once in the caller's thread): ``submit`` waits for the oldest when the queue is full (bounded
     memory: each call holds one frame's maps) and re-raises its error in the caller's thread. A call runs in the
     caller's inference mode (thread-local in PyTorch: the test loop's metric states are inference tensors, which
-    only inference mode may update)."""
+    only inference mode may update).
 
-    def __init__(self, depth: int, name: str = "worker") -> None:
+    ``single_threaded``: the worker's torch operations run on one core. Beside a loop whose forward pass takes every
+    core, a worker that starts a thread team of its own for each operation oversubscribes the cores (``eval.py
+    data=smiyc_anomaly scorer=all`` on 2 cores: 48-49 -> 46.4-46.7 s). predict.py's writer, which scores between
+    forward passes, keeps the caller's thread count."""
+
+    def __init__(self, depth: int, name: str = "worker", single_threaded: bool = True) -> None:
         self.depth = depth
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hazardseg-{name}") if depth > 0 else None
+        # torch's thread count is per thread (a new thread takes a process-wide default at its first operation,
+        # which any torch.set_num_threads changes): the worker sets its own, one core or the caller's count
+        threads = 1 if single_threaded else torch.get_num_threads()
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"hazardseg-{name}",
+                                       initializer=torch.set_num_threads, initargs=(threads,)) if depth > 0 else None
         self.pending: deque[Future] = deque()
 
     def submit(self, fn: Callable, *args) -> None:

@@ -75,7 +75,8 @@ class PredictionWriter(EvaluationCallback):
         self.rows, self.top, self.videos, self.frames = [], {name: [] for name in pl_module.scorers}, {}, 0
         self.encoders: dict[str, Any] = {}
         self.colours = palette(pl_module.num_classes)
-        self.worker = Background(depth=WRITER_FRAMES if self.background else 0, name="writer")
+        # its scorers use every core between forward passes: 0.88-0.89 of the bare forward vs 0.82-0.83 on one core
+        self.worker = Background(depth=WRITER_FRAMES if self.background else 0, name="writer", single_threaded=False)
 
     def on_predict_batch_end(self, trainer, pl_module, outputs: dict[str, Any], batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         # class logits (a PyTorch model) or class ids (an exported graph, predict.py backend=onnx)

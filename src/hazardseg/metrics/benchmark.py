@@ -254,7 +254,8 @@ def _component_pass(tasks: Iterator[tuple[int, int, Path]], frames: LabelledFram
         return i, pool.submit(lambda: components_of(truth, BenchmarkEvaluator._read_roi(path, truth), thresholds[i], flt))
 
     in_flight: deque = deque()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hazardseg-components") as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hazardseg-components",
+                            initializer=torch.set_num_threads, initargs=(1,)) as pool:  # the threads share the cores
         try:
             for index, i, path in tasks:
                 in_flight.append(submit(pool, index, i, path))

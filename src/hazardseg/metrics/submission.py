@@ -138,15 +138,20 @@ class Float16Encoder:
             raise ValueError("score map contains NaN; anomaly scores must be numbers")
         if not self.fitted:
             self.fit(x)
-        y = x - x.dtype.type(self.offset) if self.offset else x
+        # torch's elementwise arithmetic and float32 -> float16 conversion (vectorised, round to nearest even) give
+        # numpy's bits in a tenth of its time (tested); the arithmetic is in the scores' dtype, as numpy's
+        t = torch.from_numpy(x)
+        y = t - torch.tensor(self.offset, dtype=t.dtype) if self.offset else t
         if self.scale != 1.0:
-            y = y * x.dtype.type(self.scale)
-        clipped = int(np.count_nonzero(np.abs(y) > F16_LIMIT))
-        if clipped:
-            y = np.clip(y, -F16_LIMIT, F16_LIMIT)
+            y = y * torch.tensor(self.scale, dtype=t.dtype)
+        low, high = torch.aminmax(y)
+        if float(low) < -F16_LIMIT or float(high) > F16_LIMIT:
+            clipped = int(torch.count_nonzero(y.abs() > F16_LIMIT))
+            y = y.clamp(-F16_LIMIT, F16_LIMIT)
             self.clipped_pixels += clipped
             self._warn_once("clip", f"{clipped} pixels of a score map lie outside float16's range after the map "
                             f"(score - {self.offset:g}) * {self.scale:g} and were clipped to +-{F16_LIMIT:g}; they tie")
+        y = y.numpy()
         share = collapsed_share(y)
         self.worst_collapse = max(self.worst_collapse, share)
         if share > COLLAPSE_SHARE:
@@ -155,7 +160,8 @@ class Float16Encoder:
                             f"into one value (map (score - {self.offset:g}) * {self.scale:g}); SMIYC-convention metrics "
                             f"see these pixels as tied. Use rescale=auto or set offset/scale for this scorer")
         self.frames += 1
-        return y.astype(np.float16)
+        # torch rounds float64 to float32 first (two roundings), numpy rounds it to float16 directly
+        return torch.from_numpy(y).half().numpy() if y.dtype == np.float32 else y.astype(np.float16)
 
     def decode(self, value: float) -> float:
         """Encoded-space value (e.g. a threshold) back in raw score units."""

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from hazardseg.errors import DataError
 from hazardseg.maps import in_bands
-from hazardseg.scorers.base import FittedScorer, batch_logits
+from hazardseg.scorers.base import FittedScorer, batch_logits, class_max
 from hazardseg.scorers.postprocess import BoundarySuppression, DilatedSmoothing
 
 _STATS = ("class_mean", "class_std", "class_count")
@@ -106,11 +106,11 @@ class SML(FittedScorer):
             )
         mean, std = self.class_mean.to(logits.device), self.class_std.to(logits.device)
 
-        def standardised(band: Tensor) -> tuple[Tensor, Tensor]:  # per pixel, so it runs on bands of rows
-            max_logit, pred = band.max(dim=1)
-            return (max_logit - mean[pred]) / std[pred], pred
+        def standardised(band: Tensor, max_logit: Tensor, pred: Tensor) -> Tensor:  # per pixel: on bands of rows
+            return (max_logit - mean[pred]) / std[pred]
 
-        sml, pred = in_bands(standardised, logits)
+        max_logit, pred = class_max(logits)  # shared with the frame's other scorers
+        sml = in_bands(standardised, logits, max_logit, pred)
         if self.suppress is not None:
             sml = self.suppress(sml, pred)
         if self.smooth is not None:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hazardseg.errors import ConfigError
-from hazardseg.scorers.base import Scorer
+from hazardseg.scorers.base import Scorer, class_max
 
 
 class MSP(Scorer):
@@ -48,6 +48,8 @@ class MSP(Scorer):
     pixelwise = True
 
     def score(self, logits: Tensor, features: Tensor | None) -> Tensor:
+        # its own max on each band, not the frame's shared class_max: the band is then still in the caches for the
+        # rest, and MSP alone (the usual first scorer) pays no separate pass over the logits
         top, argmax = logits.max(dim=1, keepdim=True)
         others = logits.scatter(1, argmax, float("-inf")).logsumexp(dim=1)
         return F.logsigmoid(others - top.squeeze(1))
@@ -62,7 +64,7 @@ class MaxLogit(Scorer):
     name = "maxlogit"
 
     def score(self, logits: Tensor, features: Tensor | None) -> Tensor:
-        return -logits.amax(dim=1)
+        return -class_max(logits)[0]  # the max logits other scorers of the frame take too
 
 
 class Entropy(Scorer):
@@ -80,9 +82,11 @@ class Entropy(Scorer):
     pixelwise = True
 
     def score(self, logits: Tensor, features: Tensor | None) -> Tensor:
-        top, argmax = logits.max(dim=1, keepdim=True)
-        shifted = logits - top  # -d_j, exactly
-        weight = shifted.exp().scatter_(1, argmax, 0.0)  # e^(l_j - m), the argmax itself excluded
+        return self.score_with_max(logits, *logits.max(dim=1))
+
+    def score_with_max(self, logits: Tensor, top: Tensor, argmax: Tensor) -> Tensor:
+        shifted = logits - top.unsqueeze(1)  # -d_j, exactly
+        weight = shifted.exp().scatter_(1, argmax.unsqueeze(1), 0.0)  # e^(l_j - m), the argmax itself excluded
         others = weight.sum(dim=1)
         # -e^(-d_j) d_j, summed: the products are nan only where a -inf logit (weight 0) meets its -inf shift, whose
         # true term is 0. Computed in place and negated at the end: the same bits as summing e^(-d_j) d_j with those
