@@ -266,13 +266,18 @@ def histogram(
         scores, labels = _valid_only(scores, labels, valid) if on_host else (scores[valid], labels[valid])
     if scores.numel() == 0:
         return None
-    if bool(torch.isnan(scores).any()):
+    if bool(scores.max().isnan()):  # max propagates NaN: one read-only pass
         raise ValueError(_NAN_MESSAGE)
-    idx = bin_index(scores)
+    on_host = _host_sync_is_free(scores.device)
+    if on_host:  # the thread's scratch buffers (no fresh multi-MB tensors), the anomaly pixels' positions once
+        idx, sign = _scratch(scores.numel(), scores.device)[:2]
+        idx = bin_index(scores, out=idx, scratch=sign)
+    else:
+        idx = bin_index(scores)
     gmin_t, gmax_t = torch.aminmax(idx)
     gmin, span = int(gmin_t), int(gmax_t) - int(gmin_t) + 1
     idx -= gmin
-    if span > idx.numel() and _host_sync_is_free(idx.device):
+    if span > idx.numel() and on_host:
         return _sorted_histogram(idx, labels, scores, gmin)
     if span > idx.numel():
         bins, inverse = torch.unique(idx, return_inverse=True)
@@ -280,8 +285,13 @@ def histogram(
         distinct = _distinct(inverse[labels], _low_bits(scores[labels]), k)
         counts = torch.bincount(inverse.add_(labels, alpha=k), minlength=2 * k).view(2, k)
         return bins.long() + gmin, counts, distinct
-    distinct = _distinct(idx[labels].long(), _low_bits(scores[labels]), span)
-    idx.add_(labels, alpha=span)
+    if on_host:
+        anomalies = _positions(labels)
+        distinct = _distinct(idx[anomalies].long(), _low_bits(scores[anomalies]), span)
+        idx[anomalies] += span
+    else:
+        distinct = _distinct(idx[labels].long(), _low_bits(scores[labels]), span)
+        idx.add_(labels, alpha=span)
     counts = torch.bincount(idx, minlength=2 * span).view(2, span)
     return gmin, counts, distinct
 
@@ -348,7 +358,7 @@ def _sorted_anomaly_bins(scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor
 
 def _compact(counts: Tensor, distinct: Tensor) -> tuple[Tensor, Tensor]:
     """Keep occupied bins only (counts as int64): empty bins add nothing to any metric."""
-    keep = torch.nonzero(counts.any(0)).ravel()
+    keep = _nonzero(counts.any(0))
     return counts[:, keep].long(), distinct[keep]
 
 
