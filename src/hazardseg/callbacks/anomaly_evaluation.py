@@ -48,7 +48,7 @@ class AnomalyEvaluation(EvaluationCallback):
         mask, labels = batch["mask"], pl_module.labels
         is_anomaly, valid = labels.is_anomaly(mask), labels.valid(mask)
         scores = outputs["scores"]
-        if valid is not None and mask.device.type == "cpu":
+        if valid is not None and all(t.device.type == "cpu" for t in (mask, *scores.values())):
             # the scored pixels of each image selected once for the pooled and the per-image metric, and its labels
             # once for every scorer (the metrics would each select them again; a selection on a GPU would sync)
             for i in range(mask.shape[0]):
