@@ -27,7 +27,6 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
-
 from torch.utils.weak import WeakIdKeyDictionary
 
 from hazardseg.errors import DataError, NotFittedError
@@ -129,7 +128,7 @@ _CLASS_MAX: WeakIdKeyDictionary = WeakIdKeyDictionary()
 def class_max(logits: Tensor) -> tuple[Tensor, Tensor]:
     """(N, H, W) max logit and its class (``torch.max``'s index) of every pixel of (N, C, H, W) ``logits``, computed
     once per logits tensor (on bands of rows on the CPU) and shared by the scorers that start from them (max logit,
-    MSP, entropy, SML): each would read the whole logits again for them, ~20 ms for 13 classes at 2048x1024 on 2 CPU
+    entropy, SML): each would read the whole logits again for them, ~25 ms for 13 classes at 2048x1024 on 2 CPU
     cores. The values are those of ``logits.max(dim=1)``; scorers only read the logits, never change them."""
     if torch.jit.is_tracing():  # export.py: a traced graph must compute them, not hold a frame's values
         return tuple(logits.max(dim=1))
