@@ -390,7 +390,7 @@ def test_boundary_suppression_in_bands_equals_one_call(width: int, iters: int, m
     monkeypatch.setattr(maps, "HALO_BAND_ELEMENTS", 2 * 40 * 5)  # bands of 5 rows
     assert torch.equal(suppression(values, pred), one_call)
     if (width, iters) in ((4, 4), (2, 1)):  # the halo is what it needs: a smaller one changes values near band edges
-        halo = suppression.receptive_rows()
+        halo = suppression.reach()
         short = maps.in_row_bands(suppression._suppress, values[:, None], pred[:, None], halo=halo - 1)[:, 0]
         assert not torch.equal(short, one_call)
 

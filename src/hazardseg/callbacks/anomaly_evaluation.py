@@ -16,12 +16,12 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
-import torch
 from torch import nn
 
 from hazardseg.callbacks.base import EvaluationCallback
 from hazardseg.console import say
 from hazardseg.metrics import AnomalyMetrics, PerImageAnomalyMetrics
+from hazardseg.metrics.anomaly import pixels_where
 from hazardseg.metrics.names import ANOMALY, ERROR_BOUND, ERROR_BOUND_WARNING
 from hazardseg.module import as_float64
 
@@ -53,9 +53,8 @@ class AnomalyEvaluation(EvaluationCallback):
             # once for every scorer (the metrics would each select them again; a selection on a GPU would sync)
             for i in range(mask.shape[0]):
                 keep = valid[i].reshape(-1).numpy()
-                anomalous = torch.from_numpy(is_anomaly[i].reshape(-1).numpy()[keep])[None]
-                self._update({name: torch.from_numpy(s[i].detach().reshape(-1).float().numpy()[keep])[None]
-                              for name, s in scores.items()}, anomalous, None)
+                self._update({name: pixels_where(s[i].float(), keep)[None] for name, s in scores.items()},
+                             pixels_where(is_anomaly[i], keep)[None], None)
             return
         self._update(scores, is_anomaly, valid)
 

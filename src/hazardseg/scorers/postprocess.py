@@ -95,7 +95,7 @@ class BoundarySuppression(nn.Module):
         diff = w // it if it else 0
         return [0 if (w == 0 or i == it - 1) else w - diff * i - 1 for i in range(it)]
 
-    def receptive_rows(self) -> int:
+    def reach(self) -> int:
         """How far (in rows or columns) a suppressed value reads its inputs: the boundary test's 1 pixel, the widest
         expansion, and one 3x3 mean per iteration."""
         radii = self.expansion_widths()
@@ -105,7 +105,7 @@ class BoundarySuppression(nn.Module):
         out, squeeze = _as_4d(x)
         # shifted views only, so it runs on bands of rows with their receptive field around them: the same bits
         # (tested), a third less time on the CPU at 2048x1024
-        out = in_row_bands(self._suppress, out, pred.reshape(out.shape), halo=self.receptive_rows())
+        out = in_row_bands(self._suppress, out, pred.reshape(out.shape), halo=self.reach())
         return out.squeeze(1) if squeeze else out
 
     def _suppress(self, out: Tensor, pred: Tensor) -> Tensor:
